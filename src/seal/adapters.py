@@ -1,0 +1,223 @@
+"""LoRA adapters trained many at once over one frozen base model.
+
+An `AdapterBank` replaces each target linear layer by a `MultiLoraLinear` holding K
+stacked LoRA slots. A `Routing` object, shared by every layer, says which slot each
+sequence of the current batch uses, so K self-edits are trained and scored in the same
+forward/backward passes while each adapter sees only its own data and keeps its own
+optimiser state: slot k ends as training it alone would leave it.
+
+Two batch layouts are routed:
+- rows: the batch dimension is the slot dimension (generation, likelihood scoring);
+- packed: all sequences concatenated in one row (no padding in the base model's matmuls),
+  with `scatter` mapping each packed token into a padded (S, L) layout for the small
+  LoRA matmuls.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from seal.config import LoraConfig
+
+
+@dataclass
+class Routing:
+    ids: torch.Tensor | None = None  # (S,) slot of each sequence; None = base model only
+    scatter: torch.Tensor | None = None  # packed layout: (N,) index of each token in the S*L padded layout
+    length: int = 0  # L, the longest packed sequence
+    version: int = 0  # bumped at every change, so layers know when their cached slot weights are stale
+
+
+class MultiLoraLinear(nn.Module):
+    def __init__(self, base: nn.Linear, slots: int, cfg: LoraConfig, routing: Routing):
+        super().__init__()
+        self.base = base
+        self.scaling = cfg.alpha / cfg.rank
+        self.dropout = cfg.dropout
+        self.routing = routing
+        self.lora_A = nn.Parameter(torch.zeros(slots, cfg.rank, base.in_features, device=base.weight.device))
+        self.lora_B = nn.Parameter(torch.zeros(slots, base.out_features, cfg.rank, device=base.weight.device))
+        self._cached: tuple | None = None
+
+    def _slot_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The routed slots' A and B in the compute dtype; cached while generating, where the
+        same routing serves every decoding step."""
+        route = self.routing
+        if torch.is_grad_enabled():
+            return self.lora_A[route.ids].to(dtype), self.lora_B[route.ids].to(dtype)
+        if self._cached is None or self._cached[:2] != (route.version, dtype):
+            self._cached = (route.version, dtype, self.lora_A[route.ids].to(dtype), self.lora_B[route.ids].to(dtype))
+        return self._cached[2], self._cached[3]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        route = self.routing
+        if route.ids is None:
+            return out
+        a, b = self._slot_weights(x.dtype)
+        h = x
+        if route.scatter is not None:
+            flat = x.reshape(-1, x.shape[-1])
+            h = flat.new_zeros(len(route.ids) * route.length, flat.shape[-1])
+            h = h.index_copy(0, route.scatter, flat).view(len(route.ids), route.length, -1)
+        if self.dropout and self.training:
+            h = nn.functional.dropout(h, self.dropout)
+        delta = torch.matmul(torch.matmul(h, a.transpose(-1, -2)), b.transpose(-1, -2)) * self.scaling
+        if route.scatter is not None:
+            delta = delta.reshape(-1, delta.shape[-1]).index_select(0, route.scatter).view_as(out)
+        return out + delta
+
+
+class AdapterBank:
+    """K LoRA slots installed in place into a model; the base weights stay frozen and shared."""
+
+    def __init__(self, model: nn.Module, cfg: LoraConfig, slots: int):
+        self.model = model
+        self.cfg = cfg
+        self.slots = slots
+        self.routing = Routing()
+        self.layers: dict[str, MultiLoraLinear] = {}
+        for name, module in list(model.named_modules()):
+            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in cfg.targets:
+                parent_name, attr = name.rsplit(".", 1)
+                layer = MultiLoraLinear(module, slots, cfg, self.routing)
+                setattr(model.get_submodule(parent_name), attr, layer)
+                self.layers[name] = layer
+        if not self.layers:
+            raise ValueError(f"no linear layer named {cfg.targets} in {type(model).__name__}")
+
+    @classmethod
+    def attach(cls, model: nn.Module, cfg: LoraConfig, slots: int) -> AdapterBank:
+        """The model's bank, installed once per process and reused while its shape fits."""
+        bank = getattr(model, "_seal_bank", None)
+        if bank is not None and bank.cfg == cfg and bank.slots >= slots:
+            return bank
+        if bank is not None:
+            bank.detach()
+        bank = cls(model, cfg, slots)
+        model._seal_bank = bank
+        return bank
+
+    def detach(self) -> None:
+        for name, layer in self.layers.items():
+            parent_name, attr = name.rsplit(".", 1)
+            setattr(self.model.get_submodule(parent_name), attr, layer.base)
+        self.layers = {}
+        if getattr(self.model, "_seal_bank", None) is self:
+            del self.model._seal_bank
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for layer in self.layers.values() for p in (layer.lora_A, layer.lora_B)]
+
+    @torch.no_grad()
+    def reset(self, slot: int, seed: int) -> None:
+        """A fresh adapter in `slot`: A as peft initialises it (Kaiming-uniform), B zero, so it starts as a no-op."""
+        gen = torch.Generator().manual_seed(seed)
+        for layer in self.layers.values():
+            fan_in = layer.lora_A.shape[-1]
+            bound = 1.0 / math.sqrt(fan_in)  # kaiming_uniform_ with a=sqrt(5)
+            init = torch.rand(layer.lora_A.shape[1:], generator=gen) * (2 * bound) - bound
+            layer.lora_A[slot].copy_(init)
+            layer.lora_B[slot].zero_()
+
+    @contextmanager
+    def route(self, ids: list[int] | torch.Tensor | None, scatter: torch.Tensor | None = None, length: int = 0):
+        previous = (self.routing.ids, self.routing.scatter, self.routing.length)
+        device = next(iter(self.layers.values())).lora_A.device
+        self.routing.ids = None if ids is None else torch.as_tensor(ids, dtype=torch.long, device=device)
+        self.routing.scatter, self.routing.length = scatter, length
+        self.routing.version += 1
+        try:
+            yield
+        finally:
+            self.routing.ids, self.routing.scatter, self.routing.length = previous
+            self.routing.version += 1
+
+    def state_dict(self, slot: int) -> dict[str, torch.Tensor]:
+        """Slot `slot` under peft's key names, so peft and plain transformers can load it."""
+        out = {}
+        for name, layer in self.layers.items():
+            out[f"base_model.model.{name}.lora_A.weight"] = layer.lora_A[slot].detach().float().contiguous().cpu()
+            out[f"base_model.model.{name}.lora_B.weight"] = layer.lora_B[slot].detach().float().contiguous().cpu()
+        return out
+
+    def save(self, slot: int, directory: str | Path, base_model: str) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(self.state_dict(slot), str(directory / "adapter_model.safetensors"))
+        config = {
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": base_model,
+            "r": self.cfg.rank,
+            "lora_alpha": self.cfg.alpha,
+            "lora_dropout": self.cfg.dropout,
+            "target_modules": sorted(self.cfg.targets),
+            "bias": "none",
+            "fan_in_fan_out": False,
+            "inference_mode": True,
+        }
+        (directory / "adapter_config.json").write_text(json.dumps(config, indent=2))
+        return directory
+
+
+class StackedAdamW:
+    """AdamW over stacked (slot, ...) parameters with per-slot step counts, learning rates and clipping.
+
+    Adam is element-wise, so one update over the stack equals K independent optimisers
+    as long as inactive slots are left untouched and clipping uses each slot's own norm.
+    """
+
+    def __init__(self, params: list[nn.Parameter], slots: int, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        self.params = params
+        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+        self.exp_avg = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+        self.steps = torch.zeros(slots, dtype=torch.float32, device=params[0].device)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def reset(self, slot: int) -> None:
+        for state in (*self.exp_avg, *self.exp_avg_sq):
+            state[slot].zero_()
+        self.steps[slot] = 0
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor, lr: torch.Tensor, max_grad_norm: float = 0.0) -> torch.Tensor:
+        """One update of the `active` slots (bool, (K,)) at per-slot `lr` ((K,)); returns per-slot grad norms."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        sq = torch.zeros_like(self.steps)
+        for g in grads:
+            sq += g.float().pow(2).flatten(1).sum(1)
+        norms = sq.sqrt()
+        scale = torch.ones_like(norms)
+        if max_grad_norm > 0:
+            scale = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+        beta1, beta2 = self.betas
+        self.steps += active.float()
+        t = self.steps.clamp(min=1)
+        bias1 = 1 - beta1**t
+        bias2_sqrt = (1 - beta2**t).sqrt()
+        mask = active.float()
+        for p, g, m, v in zip(self.params, grads, self.exp_avg, self.exp_avg_sq):
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            g = g.float() * scale.view(shape)
+            on = mask.view(shape)
+            m.mul_(1 - on * (1 - beta1)).add_(on * (1 - beta1) * g)
+            v.mul_(1 - on * (1 - beta2)).add_(on * (1 - beta2) * g * g)
+            denom = v.sqrt() / bias2_sqrt.view(shape) + self.eps
+            update = (lr / bias1).view(shape) * m / denom
+            if self.weight_decay:
+                update = update + (lr * self.weight_decay).view(shape) * p.float()
+            p.sub_((on * update).to(p.dtype))
+        return norms

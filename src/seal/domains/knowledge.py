@@ -1,0 +1,209 @@
+"""Knowledge incorporation: a passage is the context, closed-book questions about it are the probes.
+
+Implements the domain functions the loop uses: read contexts, write the self-edit prompt,
+turn a self-edit into training documents (the plan), and build the probe prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seal.models import LoadedModel
+
+NAME = "knowledge"
+
+
+class DataError(ValueError):
+    """A data file that cannot be used; the message names the file, the record and the field."""
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    answer: str
+
+
+@dataclass
+class Passage:
+    title: str
+    context: str
+    questions: list[Question]
+    completions: list[str] | None = None  # self-edits written elsewhere (synthetic-data files)
+    source_index: int = 0  # position in its file, a stable id across subsets
+
+    @property
+    def key(self) -> str:
+        return f"p{self.source_index}"
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def _require_str(record: dict, name: str, where: str, allow_empty: bool = False) -> str:
+    if name not in record:
+        raise DataError(f"{where}: missing field '{name}'")
+    value = record[name]
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise DataError(f"{where}: field '{name}' is empty")
+    return value
+
+
+def parse_passage(record: object, where: str, index: int) -> Passage:
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected an object with title, context, questions")
+    title = _require_str(record, "title", where)
+    context = _require_str(record, "context", where)
+    if "questions" not in record:
+        raise DataError(f"{where}: missing field 'questions'")
+    raw_questions = record["questions"]
+    if not isinstance(raw_questions, list):
+        raise DataError(f"{where}: field 'questions' must be a list")
+    questions = []
+    for qi, q in enumerate(raw_questions):
+        q_where = f"{where}: questions[{qi}]"
+        if not isinstance(q, dict):
+            raise DataError(f"{q_where}: expected an object with question and answer")
+        questions.append(Question(_require_str(q, "question", q_where), _require_str(q, "answer", q_where)))
+    completions = None
+    if "completions" in record:
+        completions = record["completions"]
+        if not isinstance(completions, list) or not all(isinstance(c, str) for c in completions):
+            raise DataError(f"{where}: field 'completions' must be a list of strings")
+    return Passage(title, context, questions, completions, index)
+
+
+def load_passages(path: str | Path) -> list[Passage]:
+    """Passages in the SEAL format: a JSON list of {title, context, questions: [{question, answer}]},
+    optionally with `completions` (self-edits written elsewhere)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    try:
+        records = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a JSON list of passages")
+    if not records:
+        raise DataError(f"{path}: holds no passages")
+    return [parse_passage(r, f"{path}: record {i}", i) for i, r in enumerate(records)]
+
+
+def paper_subset(passages: list[Passage], n: int | None, seed: int = 42) -> list[Passage]:
+    """The paper's evaluation subset: the first n after `random.seed(42); random.shuffle`."""
+    shuffled = list(passages)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled if n is None else shuffled[:n]
+
+
+# --- self-edit prompts -----------------------------------------------------------------------------
+
+_PASSAGE = "Passage:\n{title}\n{context}\n\n"
+
+PROMPTS: dict[str, str] = {
+    "implications": (
+        "Read the passage below and write a list of implications: statements that follow from it, "
+        "directly or indirectly.\n\n" + _PASSAGE + "Implications:\n"
+    ),
+    "implications-long": (
+        "Read the passage below and write a long list of implications. Each one should be a full, "
+        "self-contained statement of a fact or consequence, directly or indirectly drawn from the passage.\n\n"
+        + _PASSAGE
+        + "Implications:\n"
+    ),
+    "implications-very-long": (
+        "Read the passage below and write a very long and thorough list of implications. Restate every fact, "
+        "name, number and date it contains, and every consequence that can be drawn from them, one per line, "
+        "each a full sentence that makes sense on its own.\n\n" + _PASSAGE + "Implications:\n"
+    ),
+    "rewrite": (
+        "Read the passage below and rewrite it in several different ways, keeping every fact, name, number "
+        "and date. Put each rewrite on its own line.\n\n" + _PASSAGE + "Rewrites:\n"
+    ),
+    "self-qa": (
+        "Read the passage below and write questions that test knowledge of it, each followed by its answer, "
+        "in the form:\nQuestion: ...\nAnswer: ...\n\n" + _PASSAGE + "Questions and answers:\n"
+    ),
+}
+VARIANTS = tuple(PROMPTS)
+
+
+def self_edit_prompt(passage: Passage, variant: str) -> str:
+    if variant not in PROMPTS:
+        raise ValueError(f"unknown self-edit variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    return PROMPTS[variant].format(title=passage.title, context=passage.context)
+
+
+# --- self-edit -> plan -----------------------------------------------------------------------------
+
+_HEADER = re.compile(r"^[#*\s]*[^.!?]{0,80}:[*\s]*$")  # "**Implications:**", "Here are some rewrites:"
+_QA_START = re.compile(r"^\s*(?:\*\*)?\s*(?:Q(?:uestion)?\s*\d*\s*[:.)])", re.IGNORECASE)
+
+
+@dataclass
+class Plan:
+    documents: list[str]
+    self_edit_documents: int  # how many came from the self-edit (the rest is the passage)
+    notes: list[str] = field(default_factory=list)
+
+
+def _self_edit_lines(text: str) -> list[str]:
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    # The preamble is any header lines before the first content line.
+    while lines and _HEADER.match(lines[0]):
+        lines.pop(0)
+    return [line for line in lines if not _HEADER.match(line)]
+
+
+def _qa_blocks(text: str) -> list[str]:
+    blocks: list[list[str]] = []
+    for line in _self_edit_lines(text):
+        if _QA_START.match(line) or not blocks:
+            blocks.append([line])
+        else:
+            blocks[-1].append(line)
+    return ["\n".join(block) for block in blocks]
+
+
+def plan(passage: Passage, self_edit: str, variant: str = "implications", split_lines: bool = True) -> Plan:
+    """The paper's rule: one training document per self-edit line (per Q&A pair for self-QA),
+    each prefixed with the title, and the passage itself appended as a last document."""
+    notes = []
+    if not split_lines:
+        units = [self_edit.strip()] if self_edit.strip() else []
+    elif variant == "self-qa":
+        units = _qa_blocks(self_edit)
+    else:
+        units = _self_edit_lines(self_edit)
+    if not units and self_edit.strip():
+        notes.append("self-edit had no usable lines")
+    documents = [f"{passage.title}\n{unit}" for unit in units]
+    documents.append(f"{passage.title}\n{passage.context}")
+    return Plan(documents=documents, self_edit_documents=len(units), notes=notes)
+
+
+# --- probes ----------------------------------------------------------------------------------------
+
+ANSWER_PROMPT = "Answer the question about the topic below with a short answer.\nTopic: {title}\nQuestion: {question}\nAnswer:"
+IN_CONTEXT_PROMPT = (
+    "Read the passage and answer the question with a short answer.\nTopic: {title}\nPassage: {context}\n"
+    "Question: {question}\nAnswer:"
+)
+
+
+def answer_prompt(lm: LoadedModel, passage: Passage, question: Question, in_context: bool = False) -> str:
+    template = IN_CONTEXT_PROMPT if in_context else ANSWER_PROMPT
+    text = template.format(title=passage.title, context=passage.context, question=question.question)
+    return lm.format_prompt(text)
+
+
+def gold_continuation(lm: LoadedModel, question: Question) -> str:
+    """The gold answer as the model would write it after the prompt (a leading space after 'Answer:')."""
+    return question.answer if lm.chat else " " + question.answer

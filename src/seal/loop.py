@@ -1,0 +1,120 @@
+"""Adapt and score: train one fresh adapter per plan, then probe every adapted model, K at a time.
+
+The base model is loaded once; adapters live in an `AdapterBank` and are reset in place,
+so nothing touches the disk on the hot path. Probes of all K adapted models are answered
+in the same batched generate/likelihood passes, each row routed to its own adapter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from seal.adapters import AdapterBank
+from seal.config import AdaptConfig, AnswerConfig
+from seal.grading import LLMJudge, exact_match, token_f1
+from seal.models import LoadedModel
+from seal.sampling import Progress, continuation_logprobs, generate
+from seal.training import TrainJob, train_adapters
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One closed-book question, ready for the model: the formatted prompt and the gold answer."""
+
+    question: str
+    gold: str
+    prompt: str
+    continuation: str  # the gold answer as the model would continue the prompt
+
+
+@dataclass
+class AdaptJob:
+    key: str
+    documents: list[str]
+    probes: list[Probe]
+    seed: int
+
+
+def score_probes(
+    lm: LoadedModel,
+    probes: list[Probe],
+    cfg: AnswerConfig,
+    *,
+    bank: AdapterBank | None = None,
+    slots: list[int] | None = None,
+    judge: LLMJudge | None = None,
+    progress: Progress | None = None,
+) -> list[dict]:
+    """Greedy answers and grades for each probe (row i routed to slots[i] when given)."""
+    answers = generate(
+        lm,
+        [p.prompt for p in probes],
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        stop_at_newline=cfg.stop_at_newline,
+        bank=bank,
+        slots=slots,
+        progress=progress,
+    )
+    logprobs = continuation_logprobs(
+        lm, [p.prompt for p in probes], [p.continuation for p in probes], batch_size=cfg.batch_size, bank=bank, slots=slots
+    )
+    records = []
+    for probe, answer, (logprob, n_tokens) in zip(probes, answers, logprobs):
+        record = {
+            "question": probe.question,
+            "gold": probe.gold,
+            "answer": answer,
+            "em": exact_match(probe.gold, answer),
+            "f1": token_f1(probe.gold, answer),
+            "logprob": logprob,
+            "loglik": logprob / max(n_tokens, 1),
+        }
+        if judge is not None:
+            record["judge"] = judge.verdict(probe.question, probe.gold, answer)
+        records.append(record)
+    return records
+
+
+@dataclass
+class AdaptResult:
+    key: str
+    probes: list[dict]
+    losses: tuple[float, float]  # first and last training loss
+    steps: int
+    seconds: float  # this job's share of its batch's wall time
+
+
+def adapt_and_score(
+    lm: LoadedModel,
+    jobs: list[AdaptJob],
+    adapt: AdaptConfig,
+    answer: AnswerConfig,
+    *,
+    judge: LLMJudge | None = None,
+) -> Iterator[list[AdaptResult]]:
+    """Yields the results of each batch of `adapt.slots` jobs as soon as it is done."""
+    bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
+    for start in range(0, len(jobs), adapt.slots):
+        batch = jobs[start : start + adapt.slots]
+        began = time.perf_counter()
+        stats = train_adapters(lm, bank, [TrainJob(j.documents, j.seed) for j in batch], adapt)
+        probes = [p for j in batch for p in j.probes]
+        slots = [slot for slot, j in enumerate(batch) for _ in j.probes]
+        records = score_probes(lm, probes, answer, bank=bank, slots=slots, judge=judge)
+        share = (time.perf_counter() - began) / len(batch)
+        results, offset = [], 0
+        for slot, job in enumerate(batch):
+            results.append(
+                AdaptResult(
+                    key=job.key,
+                    probes=records[offset : offset + len(job.probes)],
+                    losses=stats.first_last(slot),
+                    steps=len(stats.losses[slot]),
+                    seconds=share,
+                )
+            )
+            offset += len(job.probes)
+        yield results

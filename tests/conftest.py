@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny randomly initialised Llama with a real (small) BPE tokenizer, built in the test."""
+
+from __future__ import annotations
+
+import os
+
+# The hub is unreachable here: fail fast instead of retrying (read when huggingface_hub is imported).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from seal.models import LoadedModel
+
+SHARED_DATA = Path(os.environ.get("SEAL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+CORPUS = [
+    "The Denver Broncos won Super Bowl 50 at Levi's Stadium in Santa Clara, California.",
+    "Question: Who won the game?\nAnswer: the Denver Broncos",
+    "Topic: Geography. The capital of France is Paris; the Seine flows through it.",
+    "Implications:\n1. A list of facts follows.\n- Another line.",
+    "0123456789 [] {} , . : ; ' \" ! ? ( )",
+]
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS * 5, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+def build_tiny_model(vocab: int, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+    )
+    model = LlamaForCausalLM(config).eval()
+    model.requires_grad_(False)
+    return model
+
+
+@pytest.fixture
+def tiny_lm() -> LoadedModel:
+    tok = build_tokenizer()
+    tok.padding_side = "left"
+    return LoadedModel(model=build_tiny_model(len(tok)), tokenizer=tok, name="tiny", chat=False)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.fail(f"shared data not found at {SHARED_DATA}; set SEAL_SHARED_DATA")
+    return SHARED_DATA

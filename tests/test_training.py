@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from seal.adapters import AdapterBank
+from seal.config import AdaptConfig, LoraConfig
+from seal.sampling import continuation_logprobs
+from seal.packing import pack, packed_forward
+from seal.training import TrainJob, train_adapters
+
+DOCS = [
+    ["The Denver Broncos won Super Bowl 50.", "Levi's Stadium is in Santa Clara."],
+    ["The capital of France is Paris.", "The Seine flows through Paris.", "Paris is in France."],
+    ["A list of facts follows."],
+]
+
+
+def small_cfg(**kw) -> AdaptConfig:
+    return AdaptConfig(**{"lora": LoraConfig(rank=4, alpha=8), "epochs": 3, "lr": 1e-2, **kw})
+
+
+def test_packed_forward_matches_separate_forwards(tiny_lm):
+    tok = tiny_lm.tokenizer
+    seqs = [(tok(d).input_ids, [True] * len(tok(d).input_ids)) for d in ["The capital of France", "Paris is in France."]]
+    batch = pack(seqs, torch.device("cpu"))
+    with packed_forward(tiny_lm.model, batch["lengths"]):
+        packed = tiny_lm.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+    separate = torch.cat([tiny_lm.model(input_ids=torch.tensor([ids])).logits[0] for ids, _ in seqs])
+    torch.testing.assert_close(packed, separate, atol=1e-5, rtol=1e-4)
+
+
+def test_training_changes_only_adapters_and_lowers_loss(tiny_lm):
+    base_state = {k: v.clone() for k, v in tiny_lm.model.state_dict().items()}
+    cfg = small_cfg()
+    bank = AdapterBank.attach(tiny_lm.model, cfg.lora, slots=3)
+    stats = train_adapters(tiny_lm, bank, [TrainJob(d, seed=i) for i, d in enumerate(DOCS)], cfg)
+    for k, v in tiny_lm.model.state_dict().items():
+        if "lora_" not in k:
+            torch.testing.assert_close(v, base_state[k.replace(".base.", ".")], rtol=0, atol=0)
+    for j, docs in enumerate(DOCS):
+        first, last = stats.first_last(j)
+        assert len(stats.losses[j]) == len(docs) * cfg.epochs
+        assert last < first
+    assert all(layer.lora_B.abs().sum() > 0 for layer in bank.layers.values())
+
+
+def test_adapters_trained_together_match_adapters_trained_alone(tiny_lm):
+    cfg = small_cfg()
+    jobs = [TrainJob(d, seed=10 + i) for i, d in enumerate(DOCS)]
+    bank = AdapterBank.attach(tiny_lm.model, cfg.lora, slots=3)
+    together = train_adapters(tiny_lm, bank, jobs, cfg)
+    together_weights = [bank.state_dict(i) for i in range(3)]
+    for i, job in enumerate(jobs):
+        alone = train_adapters(tiny_lm, bank, [job], cfg)
+        for key, value in bank.state_dict(0).items():
+            torch.testing.assert_close(value, together_weights[i][key], atol=1e-5, rtol=1e-4)
+        assert alone.losses[0] == pytest.approx(together.losses[i], rel=1e-4, abs=1e-5)
+
+
+def test_routing_scores_each_row_with_its_own_adapter(tiny_lm):
+    cfg = small_cfg(epochs=8)
+    bank = AdapterBank.attach(tiny_lm.model, cfg.lora, slots=2)
+    train_adapters(tiny_lm, bank, [TrainJob(DOCS[0], 1), TrainJob(DOCS[1], 2)], cfg)
+    prompts, conts = ["The capital of France is", "The capital of France is"], [" Paris.", " Paris."]
+    base = continuation_logprobs(tiny_lm, prompts, conts)
+    routed = continuation_logprobs(tiny_lm, prompts, conts, bank=bank, slots=[0, 1])
+    alone1 = continuation_logprobs(tiny_lm, prompts[:1], conts[:1], bank=bank, slots=[1])
+    assert routed[1][0] > base[1][0]  # the adapter trained on the Paris facts made them likelier
+    assert routed[1][0] == pytest.approx(alone1[0][0], abs=1e-4)
+    assert routed[0][0] != pytest.approx(routed[1][0], abs=1e-3)
+
