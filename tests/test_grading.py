@@ -68,7 +68,7 @@ def judge_server():
 
 def test_llm_judge_retries_and_reads_the_key_from_the_environment(judge_server, monkeypatch, caplog):
     monkeypatch.setenv("SEAL_TEST_KEY", "sk-secret-123")
-    monkeypatch.setattr("seal.grading.time.sleep", lambda s: None)
+    monkeypatch.setattr("seal.grading.judge.time.sleep", lambda s: None)
     judge = LLMJudge(JudgeConfig(base_url=judge_server, model="m", api_key_env="SEAL_TEST_KEY", max_retries=2))
     assert judge.verdict("Who won?", "Broncos", "The Denver Broncos won.") == 1.0
     assert judge.verdict("Who won?", "Broncos", "Panthers") == 0.0
@@ -86,7 +86,7 @@ def test_llm_judge_without_key_is_a_clear_error(monkeypatch):
 
 def test_llm_judge_gives_up_after_retries(monkeypatch):
     monkeypatch.setenv("K", "x")
-    monkeypatch.setattr("seal.grading.time.sleep", lambda s: None)
+    monkeypatch.setattr("seal.grading.judge.time.sleep", lambda s: None)
     judge = LLMJudge(JudgeConfig(base_url="http://127.0.0.1:9/v1", api_key_env="K", max_retries=1, timeout_s=1))
     with pytest.raises(JudgeError, match="failed 2 times"):
         judge.verdict("q", "a", "a")

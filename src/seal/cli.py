@@ -78,6 +78,68 @@ def knowledge_eval(
     console.print(f"run directory: {out} (results.json, records.jsonl, config.yaml)")
 
 
+@app.command("grade-check")
+def grade_check(
+    file: Annotated[Path, typer.Argument(help="judged answers: a SEAL eval result (e.g. reference-results/eval/base.json) or JSONL {question, gold, answer, verdict}")],
+    grader: Annotated[str, typer.Option(help="verdict | contains | em | f1 | judge")] = "verdict",
+    part: Annotated[str, typer.Option(help="all | train | held-out (fixed split by passage)")] = "held-out",
+    examples: Annotated[int, typer.Option(help="disagreements to show")] = 8,
+    judge_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL for --grader judge")] = None,
+    judge_model: Annotated[Optional[str], typer.Option(help="model name for --grader judge")] = None,
+    fit_to: Annotated[Optional[Path], typer.Option("--fit", help="refit the verdict model on the train part, save it here")] = None,
+) -> None:
+    """Agreement of a grader with the verdicts in FILE: agreement, precision, recall, Cohen's kappa, confusion."""
+    from rich.table import Table
+
+    from seal.config import JudgeConfig
+    from seal.grading import LLMJudge, exact_match, normalize, token_f1
+    from seal.grading.check import agreement, load_judged, split
+    from seal.grading.verdict import VerdictModel, fit
+
+    try:
+        rows = load_judged(file)
+    except USER_ERRORS as err:
+        fail(str(err))
+    train, held_out = split(rows)
+    chosen = {"all": rows, "train": train, "held-out": held_out}.get(part)
+    if chosen is None:
+        fail(f"--part must be all, train or held-out, not {part!r}")
+    model = VerdictModel.load()
+    if fit_to is not None:
+        model = fit(train)
+        model.save(fit_to)
+        console.print(f"fitted on {len(train)} answers, saved to {fit_to}")
+    graders = {
+        "verdict": lambda q, g, a: model.probability(q, g, a) >= model.threshold,
+        "contains": lambda q, g, a: bool(normalize(g)) and normalize(g) in normalize(a),
+        "em": lambda q, g, a: exact_match(g, a) == 1.0,
+        "f1": lambda q, g, a: token_f1(g, a) >= 0.5,
+    }
+    if grader == "judge":
+        judge_cfg = JudgeConfig(**{k: v for k, v in {"base_url": judge_url, "model": judge_model}.items() if v})
+        judge = LLMJudge(judge_cfg)
+        graders["judge"] = lambda q, g, a: judge.verdict(q, g, a) == 1.0
+    if grader not in graders:
+        fail(f"unknown grader {grader!r}; choose from verdict, contains, em, f1, judge")
+    result, disagreements = agreement(chosen, graders[grader])
+    table = Table(title=f"{grader} vs {file.name} ({part}: {result.n} answers)")
+    for column in ("agreement", "precision", "recall", "kappa"):
+        table.add_column(column, justify="right")
+    table.add_row(*(f"{getattr(result, c):.3f}" for c in ("accuracy", "precision", "recall", "kappa")))
+    console.print(table)
+    confusion = Table(title="confusion (rows: reference verdict)")
+    confusion.add_column("")
+    confusion.add_column("grader yes", justify="right")
+    confusion.add_column("grader no", justify="right")
+    confusion.add_row("reference yes", str(result.tp), str(result.fn))
+    confusion.add_row("reference no", str(result.fp), str(result.tn))
+    console.print(confusion)
+    for row, said in disagreements[:examples]:
+        answer = row.answer.strip().replace("\n", " / ")[:140]
+        console.print(f"[dim]grader {'yes' if said else 'no'}, reference {'yes' if row.verdict else 'no'}:[/] "
+                      f"gold={row.gold!r} answer={answer!r}")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     app()

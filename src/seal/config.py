@@ -97,7 +97,9 @@ class KnowledgeEvalConfig(Section):
     conditions: list[str] = Field(default_factory=lambda: ["base", "in-context", "passage", "implications"])
     self_edits_file: str | None = Field(None, description="file with `completions` for the 'file' condition")
     split_lines: bool = Field(True, description="one training document per self-edit line (paper)")
-    reward: str = Field("f1", description="metric used as reward: em, f1, loglik, verdict or judge")
+    reward: str = Field(
+        "verdict", description="metric used as reward: verdict (local, agrees with the paper's judge), em, f1, loglik or judge"
+    )
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     answer: AnswerConfig = Field(default_factory=AnswerConfig)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from seal.adapters import AdapterBank
 from seal.config import AdaptConfig, AnswerConfig
-from seal.grading import LLMJudge, exact_match, token_f1
+from seal.grading import LLMJudge, exact_match, token_f1, verdict
 from seal.models import LoadedModel
 from seal.sampling import Progress, continuation_logprobs, generate
 from seal.training import TrainJob, train_adapters
@@ -69,6 +69,7 @@ def score_probes(
             "answer": answer,
             "em": exact_match(probe.gold, answer),
             "f1": token_f1(probe.gold, answer),
+            "verdict": verdict(probe.gold, answer, probe.question),
             "logprob": logprob,
             "loglik": logprob / max(n_tokens, 1),
         }

@@ -45,7 +45,7 @@ def validate(cfg: KnowledgeEvalConfig) -> None:
     unknown = [c for c in cfg.conditions if c not in KNOWN]
     if unknown:
         raise ValueError(f"unknown condition(s) {', '.join(unknown)}; choose from {', '.join(KNOWN)}")
-    metrics = {"em", "f1", "loglik"} | ({"judge"} if cfg.judge else set())
+    metrics = set(_metrics(cfg))
     if cfg.reward not in metrics:
         raise ValueError(f"reward {cfg.reward!r} is not available; choose from {', '.join(sorted(metrics))}")
 
@@ -213,7 +213,7 @@ class KnowledgeEval:
 
 
 def _metrics(cfg: KnowledgeEvalConfig) -> list[str]:
-    return ["em", "f1", "loglik"] + (["judge"] if cfg.judge else [])
+    return ["em", "f1", "verdict", "loglik"] + (["judge"] if cfg.judge else [])
 
 
 def _mean(xs: list[float]) -> float:

@@ -1,51 +1,16 @@
-"""Graders for closed-book answers: plain functions over (gold, answer) strings, plus an optional LLM judge.
-
-Local graders need no network: SQuAD-style normalised exact match and token F1, and the
-gold answer's log-likelihood under a model (computed by `seal.sampling`). The LLM judge
-asks any OpenAI-compatible chat endpoint for the paper's yes/no verdict.
-"""
+"""The paper's grader: a yes/no verdict from an LLM on any OpenAI-compatible chat endpoint."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import re
-import string
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
 from dataclasses import dataclass
 
 from seal.config import JudgeConfig
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = set(string.punctuation) | {"‘", "’", "“", "”", "–", "—"}
-
-
-def normalize(text: str) -> str:
-    """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def exact_match(gold: str, answer: str) -> float:
-    return float(normalize(gold) == normalize(answer))
-
-
-def token_f1(gold: str, answer: str) -> float:
-    gold_tokens, answer_tokens = normalize(gold).split(), normalize(answer).split()
-    if not gold_tokens or not answer_tokens:
-        return float(gold_tokens == answer_tokens)
-    common = sum((Counter(gold_tokens) & Counter(answer_tokens)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(answer_tokens), common / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
-
-
-# --- LLM judge -------------------------------------------------------------------------------
 
 JUDGE_INSTRUCTIONS = (
     "You grade a student's answer to a question against the reference answer. "
