@@ -161,3 +161,28 @@ def test_readme_run_command_parses_and_runs(tiny_dir, tmp_path, monkeypatch):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "demo" / "results.json").exists()
+
+
+def test_kept_adapters_load_with_peft_and_reproduce_the_adapted_answers(tiny_dir, passages_file, tmp_path):
+    from peft import PeftModel
+
+    from seal.domains import knowledge
+    from seal.models import load_model
+    from seal.sampling import continuation_logprobs
+
+    out = tmp_path / "run"
+    args = tiny_eval_args(tiny_dir, passages_file, out, "--conditions", "passage", "--set", "adapt.keep_adapters=true")
+    assert runner.invoke(app, args).exit_code == 0
+    saved = sorted((out / "adapters").iterdir())
+    assert [p.name for p in saved] == ["passage__p0__0", "passage__p1__0"]
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    recorded = next(r for r in records if r["condition"] == "passage" and r["passage"] == "p0")
+    lm = load_model(str(tiny_dir), dtype="float32")
+    passage = knowledge.load_passages(passages_file)[0]
+    prompt = knowledge.answer_prompt(lm, passage, passage.questions[0])
+    gold = knowledge.gold_continuation(lm, passage.questions[0])
+    base = continuation_logprobs(lm, [prompt], [gold])[0][0]
+    lm.model = PeftModel.from_pretrained(lm.model, saved[0])
+    adapted = continuation_logprobs(lm, [prompt], [gold])[0][0]
+    assert adapted == pytest.approx(recorded["logprob"], abs=1e-3)  # plain peft reproduces the engine's score
+    assert adapted != pytest.approx(base, abs=1e-3)

@@ -45,3 +45,22 @@ def test_training_on_the_passage_raises_gold_answer_likelihood(shared_data, tmp_
     assert conditions["file"]["n_self_edits"] == 2
     first = json.loads((tmp_path / "run" / "records.jsonl").read_text().splitlines()[0])
     assert first["answer"] and first["answer_before"]
+
+
+def test_bf16_and_fp32_agree_on_greedy_answers_and_likelihoods(embedded, shared_data):
+    """Mixed precision is safe here: same greedy answers on a fixed example, gold log-likelihoods within 5%."""
+    import torch
+
+    from seal.experiments.knowledge_eval import probes_for
+    from seal.sampling import continuation_logprobs, generate
+
+    fp32 = load_model("embedded", dtype="float32")
+    bf16 = load_model("embedded", dtype="bfloat16")
+    assert fp32.dtype == torch.float32 and bf16.dtype == torch.bfloat16
+    passage = knowledge.paper_subset(knowledge.load_passages(shared_data / "squad" / "squad_val.json"), 1)[0]
+    probes = probes_for(fp32, passage, in_context=True)[:3]
+    answers = [generate(lm, [p.prompt for p in probes], max_new_tokens=12, stop_at_newline=True) for lm in (fp32, bf16)]
+    assert answers[0] == answers[1]
+    scores = [continuation_logprobs(lm, [p.prompt for p in probes], [p.continuation for p in probes]) for lm in (fp32, bf16)]
+    for (lp32, _), (lp16, _) in zip(*scores):
+        assert abs(lp32 - lp16) <= 0.05 * abs(lp32)

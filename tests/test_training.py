@@ -68,3 +68,32 @@ def test_routing_scores_each_row_with_its_own_adapter(tiny_lm):
     assert routed[1][0] == pytest.approx(alone1[0][0], abs=1e-4)
     assert routed[0][0] != pytest.approx(routed[1][0], abs=1e-3)
 
+
+
+def test_batched_engine_matches_a_plain_peft_adapter_trained_alone(tiny_lm):
+    """Same init, same document order, same optimiser: the engine's slot equals the straightforward way."""
+    from seal.baseline import fresh_peft_model, train_peft_adapter
+
+    cfg, docs = small_cfg(), DOCS[1]
+    fresh = fresh_peft_model(tiny_lm, 7, cfg)
+    peft_init = {k: v.clone() for k, v in fresh.state_dict().items() if "lora_A" in k}
+    fresh.unload()
+    trained, peft_losses = train_peft_adapter(tiny_lm, docs, seed=7, cfg=cfg)
+    peft_trained = {k: v.clone() for k, v in trained.state_dict().items() if "lora_B" in k}
+    trained.unload()
+
+    bank = AdapterBank.attach(tiny_lm.model, cfg.lora, slots=2)
+    engine_reset = bank.reset
+
+    def reset_to_peft_init(slot, seed):  # start from peft's initial A (B is zero in both)
+        engine_reset(slot, seed)
+        with torch.no_grad():
+            for name, layer in bank.layers.items():
+                layer.lora_A[slot].copy_(peft_init[f"base_model.model.{name}.lora_A.default.weight"])
+
+    bank.reset = reset_to_peft_init
+    stats = train_adapters(tiny_lm, bank, [TrainJob(docs, seed=7)], cfg)
+    assert stats.losses[0] == pytest.approx(peft_losses, rel=1e-3, abs=1e-4)
+    for name, layer in bank.layers.items():
+        expected = peft_trained[f"base_model.model.{name}.lora_B.default.weight"]
+        torch.testing.assert_close(layer.lora_B[0], expected, atol=1e-4, rtol=1e-3)

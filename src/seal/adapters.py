@@ -8,9 +8,8 @@ optimiser state: slot k ends as training it alone would leave it.
 
 Two batch layouts are routed:
 - rows: the batch dimension is the slot dimension (generation, likelihood scoring);
-- packed: all sequences concatenated in one row (no padding in the base model's matmuls),
-  with `scatter` mapping each packed token into a padded (S, L) layout for the small
-  LoRA matmuls.
+- packed: all sequences concatenated in one row (no padding anywhere), `lengths` giving
+  each sequence's span; each span goes through its own slot's low-rank matmuls.
 """
 
 from __future__ import annotations
@@ -31,8 +30,7 @@ from seal.config import LoraConfig
 @dataclass
 class Routing:
     ids: torch.Tensor | None = None  # (S,) slot of each sequence; None = base model only
-    scatter: torch.Tensor | None = None  # packed layout: (N,) index of each token in the S*L padded layout
-    length: int = 0  # L, the longest packed sequence
+    lengths: list[int] | None = None  # packed layout: the token count of each sequence, in order
     version: int = 0  # bumped at every change, so layers know when their cached slot weights are stale
 
 
@@ -48,13 +46,20 @@ class MultiLoraLinear(nn.Module):
         self._cached: tuple | None = None
 
     def _slot_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """The routed slots' A and B in the compute dtype; cached while generating, where the
-        same routing serves every decoding step."""
+        """The routed slots' A and scaled B, transposed for x @ A^T @ B^T, in the compute dtype;
+        cached while generating, where the same routing serves every decoding step."""
         route = self.routing
+
+        def gather():
+            # index_select, not [ids]: its backward is one index_add instead of a slow index_put.
+            a = self.lora_A.index_select(0, route.ids).to(dtype).transpose(-1, -2)
+            b = (self.lora_B.index_select(0, route.ids) * self.scaling).to(dtype).transpose(-1, -2)
+            return a, b
+
         if torch.is_grad_enabled():
-            return self.lora_A[route.ids].to(dtype), self.lora_B[route.ids].to(dtype)
+            return gather()
         if self._cached is None or self._cached[:2] != (route.version, dtype):
-            self._cached = (route.version, dtype, self.lora_A[route.ids].to(dtype), self.lora_B[route.ids].to(dtype))
+            self._cached = (route.version, dtype, *gather())
         return self._cached[2], self._cached[3]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,17 +68,14 @@ class MultiLoraLinear(nn.Module):
         if route.ids is None:
             return out
         a, b = self._slot_weights(x.dtype)
-        h = x
-        if route.scatter is not None:
-            flat = x.reshape(-1, x.shape[-1])
-            h = flat.new_zeros(len(route.ids) * route.length, flat.shape[-1])
-            h = h.index_copy(0, route.scatter, flat).view(len(route.ids), route.length, -1)
         if self.dropout and self.training:
-            h = nn.functional.dropout(h, self.dropout)
-        delta = torch.matmul(torch.matmul(h, a.transpose(-1, -2)), b.transpose(-1, -2)) * self.scaling
-        if route.scatter is not None:
-            delta = delta.reshape(-1, delta.shape[-1]).index_select(0, route.scatter).view_as(out)
-        return out + delta
+            x = nn.functional.dropout(x, self.dropout)
+        if route.lengths is None:
+            return out + torch.matmul(torch.matmul(x, a), b)
+        spans = x.reshape(-1, x.shape[-1]).split(route.lengths)
+        # unbind, not a[s]: indexing one slot at a time would make backward build a full-size gradient per slot.
+        delta = torch.cat([span @ a_s @ b_s for span, a_s, b_s in zip(spans, a.unbind(0), b.unbind(0))])
+        return out + delta.view_as(out)
 
 
 class AdapterBank:
@@ -129,16 +131,16 @@ class AdapterBank:
             layer.lora_B[slot].zero_()
 
     @contextmanager
-    def route(self, ids: list[int] | torch.Tensor | None, scatter: torch.Tensor | None = None, length: int = 0):
-        previous = (self.routing.ids, self.routing.scatter, self.routing.length)
+    def route(self, ids: list[int] | torch.Tensor | None, lengths: list[int] | None = None):
+        previous = (self.routing.ids, self.routing.lengths)
         device = next(iter(self.layers.values())).lora_A.device
         self.routing.ids = None if ids is None else torch.as_tensor(ids, dtype=torch.long, device=device)
-        self.routing.scatter, self.routing.length = scatter, length
+        self.routing.lengths = lengths
         self.routing.version += 1
         try:
             yield
         finally:
-            self.routing.ids, self.routing.scatter, self.routing.length = previous
+            self.routing.ids, self.routing.lengths = previous
             self.routing.version += 1
 
     def state_dict(self, slot: int) -> dict[str, torch.Tensor]:

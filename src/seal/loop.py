@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from seal.adapters import AdapterBank
 from seal.config import AdaptConfig, AnswerConfig
@@ -79,6 +80,10 @@ def score_probes(
     return records
 
 
+def adapter_path(directory: Path, key: str) -> Path:
+    return directory / key.replace("/", "__")
+
+
 @dataclass
 class AdaptResult:
     key: str
@@ -95,13 +100,23 @@ def adapt_and_score(
     answer: AnswerConfig,
     *,
     judge: LLMJudge | None = None,
+    adapter_dir: Path | None = None,
 ) -> Iterator[list[AdaptResult]]:
-    """Yields the results of each batch of `adapt.slots` jobs as soon as it is done."""
+    """Yields the results of each batch of `adapt.slots` jobs as soon as it is done.
+    With `adapter_dir`, each adapter is also saved there in peft format, under its job key."""
+    if adapt.engine == "peft":
+        from seal.baseline import adapt_and_score_peft
+
+        yield from adapt_and_score_peft(lm, jobs, adapt, answer, judge=judge, adapter_dir=adapter_dir)
+        return
     bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
     for start in range(0, len(jobs), adapt.slots):
         batch = jobs[start : start + adapt.slots]
         began = time.perf_counter()
         stats = train_adapters(lm, bank, [TrainJob(j.documents, j.seed) for j in batch], adapt)
+        if adapter_dir is not None:
+            for slot, job in enumerate(batch):
+                bank.save(slot, adapter_path(adapter_dir, job.key), base_model=lm.name)
         probes = [p for j in batch for p in j.probes]
         slots = [slot for slot, j in enumerate(batch) for _ in j.probes]
         records = score_probes(lm, probes, answer, bank=bank, slots=slots, judge=judge)

@@ -63,17 +63,13 @@ def packed_forward(model: torch.nn.Module, lengths: list[int]):
 
 
 def pack(sequences: list[tuple[list[int], list[bool]]], device: torch.device) -> dict:
-    """One row holding every (token ids, loss mask) sequence, with per-token labels and segment ids,
-    and `scatter`: each token's index in the padded (sequences x longest) layout."""
-    lengths = [len(ids) for ids, _ in sequences]
-    longest = max(lengths)
-    input_ids, positions, labels, segment, scatter = [], [], [], [], []
+    """One row holding every (token ids, loss mask) sequence, with per-token labels and segment ids."""
+    input_ids, positions, labels, segment = [], [], [], []
     for s, (ids, loss) in enumerate(sequences):
         input_ids += ids
         positions += range(len(ids))
         labels += [ids[i + 1] if loss[i + 1] else -100 for i in range(len(ids) - 1)] + [-100]
         segment += [s] * len(ids)
-        scatter += range(s * longest, s * longest + len(ids))
 
     def as_long(xs: list[int]) -> torch.Tensor:
         return torch.tensor(xs, dtype=torch.long, device=device)
@@ -83,15 +79,16 @@ def pack(sequences: list[tuple[list[int], list[bool]]], device: torch.device) ->
         "position_ids": as_long(positions)[None],
         "labels": as_long(labels),
         "segment": as_long(segment),
-        "scatter": as_long(scatter),
-        "lengths": lengths,
-        "length": longest,
+        "lengths": [len(ids) for ids, _ in sequences],
     }
 
 
 def per_sequence_loss(logits: torch.Tensor, labels: torch.Tensor, segment: torch.Tensor, n: int) -> torch.Tensor:
-    """Mean next-token loss of each packed sequence, (n,)."""
-    token_loss = F.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="none")
+    """Mean next-token loss of each packed sequence, (n,).
+
+    The cross-entropy runs in the logits' dtype: in bf16 it halves the cost of the largest
+    tensor of the step (tokens x vocabulary), and the logits hold no more precision anyway."""
+    token_loss = F.cross_entropy(logits, labels, ignore_index=-100, reduction="none").float()
     valid = (labels != -100).float()
     total = torch.zeros(n, device=logits.device).index_add(0, segment, token_loss * valid)
     count = torch.zeros(n, device=logits.device).index_add(0, segment, valid)

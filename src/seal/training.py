@@ -79,7 +79,7 @@ def train_adapters(lm: LoadedModel, bank: AdapterBank, jobs: list[TrainJob], cfg
         for step in range(int(totals.max().item()) if jobs else 0):
             active_jobs = [j for j, order in enumerate(orders) if step < len(order)]
             batch = pack([docs[j][orders[j][step]] for j in active_jobs], device)
-            with bank.route(active_jobs, batch["scatter"], batch["length"]), packed_forward(lm.model, batch["lengths"]):
+            with bank.route(active_jobs, batch["lengths"]), packed_forward(lm.model, batch["lengths"]):
                 logits = lm.model(
                     input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
                 ).logits[0]

@@ -187,7 +187,10 @@ class KnowledgeEval:
             return
         with self._progress() as progress:
             task = progress.add_task("adapting and scoring", total=len(jobs))
-            for results in adapt_and_score(lm, jobs, self.cfg.adapt, self.cfg.answer, judge=self.judge):
+            adapter_dir = self.store.dir / "adapters" if self.cfg.adapt.keep_adapters else None
+            for results in adapt_and_score(
+                lm, jobs, self.cfg.adapt, self.cfg.answer, judge=self.judge, adapter_dir=adapter_dir
+            ):
                 self.store.put_many("answers", [(r.key, r.probes) for r in results])
                 self.store.put_many(
                     "adapt",

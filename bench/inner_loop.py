@@ -1,0 +1,163 @@
+"""Inner-loop benchmark: self-edit evaluations per minute, the straightforward way vs the batched engine.
+
+Both evaluate the same plans (SQuAD evaluation passages + GPT-4.1's implications from the
+SEAL release, the paper's knowledge-incorporation settings: LoRA r=32/alpha=64, 10 epochs,
+lr 1e-3, one document per step, greedy 64-token answers):
+
+- baseline: a fresh peft adapter per self-edit, plain loop at batch 1 in float32, answers
+  generated per self-edit (`adapt.engine: peft`);
+- engine: K adapters trained together in packed batches, bf16 where the hardware has it,
+  all K adapted models answered in one batched pass (`adapt.engine: batched`, slots=K).
+
+Each configuration runs in its own process, so its peak memory is its own. Prints a table
+and writes JSON.
+
+    python bench/inner_loop.py                      # K = 1, 5, 15; 2 baseline self-edits
+    python bench/inner_loop.py --ks 1,5 --epochs 2  # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "squad"
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
+    """Best achieved GFLOP/s of an n x n matmul in `dtype` on this machine, now."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def build_jobs(lm, count: int, epochs: int):
+    from seal.domains import knowledge
+    from seal.experiments.knowledge_eval import probes_for
+    from seal.loop import AdaptJob
+
+    passages = knowledge.paper_subset(knowledge.load_passages(DATA / "squad_val.json"), 200)
+    edits = {(p.title, p.context): p.completions for p in knowledge.load_passages(DATA / "synthetic/eval/gpt4_1_val.json")}
+    jobs = []
+    for i, passage in enumerate(passages[:count]):
+        plan = knowledge.plan(passage, edits[(passage.title, passage.context)][0], "implications")
+        jobs.append(AdaptJob(f"bench/{i}", plan.documents, probes_for(lm, passage), seed=i))
+    return jobs
+
+
+def run_one(mode: str, k: int, epochs: int, baseline_edits: int) -> dict:
+    """One configuration, in this process."""
+    from seal.adapters import AdapterBank
+    from seal.config import AdaptConfig, AnswerConfig
+    from seal.loop import adapt_and_score, score_probes
+    from seal.models import load_model
+    from seal.training import TrainJob, train_adapters
+
+    baseline = mode == "baseline"
+    lm = load_model("embedded", dtype="float32" if baseline else "auto")
+    adapt = AdaptConfig(epochs=epochs, slots=max(k, 1), engine="peft" if baseline else "batched")
+    answer = AnswerConfig()
+    jobs = build_jobs(lm, baseline_edits if baseline else k, epochs)
+    matmul_params = sum(p.numel() for p in lm.model.parameters())  # every weight is used in a matmul (tied lm_head)
+    began = time.perf_counter()
+    if baseline:
+        for _ in adapt_and_score(lm, jobs, adapt, answer):
+            pass
+        total, train_s, tokens = time.perf_counter() - began, None, None
+    else:
+        # The same work as adapt_and_score, split into its two phases for the FLOP accounting.
+        bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
+        stats = train_adapters(lm, bank, [TrainJob(j.documents, j.seed) for j in jobs], adapt)
+        train_s = time.perf_counter() - began
+        probes = [p for j in jobs for p in j.probes]
+        score_probes(lm, probes, answer, bank=bank, slots=[s for s, j in enumerate(jobs) for _ in j.probes])
+        total, tokens = time.perf_counter() - began, stats.tokens
+    result = {
+        "mode": mode,
+        "k": len(jobs) if not baseline else 1,
+        "self_edits": len(jobs),
+        "dtype": str(lm.dtype).replace("torch.", ""),
+        "seconds": total,
+        "seconds_per_self_edit": total / len(jobs),
+        "self_edits_per_minute": 60 * len(jobs) / total,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+    if tokens:
+        result |= {"train_seconds": train_s, "train_tokens": tokens, "train_gflops": 4 * matmul_params * tokens / train_s / 1e9}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ks", default="1,5,15")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--baseline-edits", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "inner_loop.json"))
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
+    args = parser.parse_args()
+    if args.one:
+        mode, k = args.one.split(":")
+        print(json.dumps(run_one(mode, int(k), args.epochs, args.baseline_edits)))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from seal.models import fast_bf16_available
+
+    peaks = {"float32": matmul_peak(torch.float32)}
+    if fast_bf16_available():
+        peaks["bfloat16"] = matmul_peak(torch.bfloat16)
+    configs = ["baseline:1"] + [f"engine:{k}" for k in args.ks.split(",")]
+    rows = []
+    for config in configs:
+        command = [sys.executable, __file__, "--one", config, "--epochs", str(args.epochs), "--baseline-edits", str(args.baseline_edits)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"{config}: {rows[-1]['seconds_per_self_edit']:.1f} s per self-edit", file=sys.stderr)
+    base_rate = rows[0]["self_edits_per_minute"]
+    for row in rows:
+        row["speedup"] = row["self_edits_per_minute"] / base_rate
+        if "train_gflops" in row:
+            row["train_fraction_of_peak"] = row["train_gflops"] / peaks[row["dtype"]]
+    report = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "cuda": torch.cuda.is_available()},
+        "settings": {"epochs": args.epochs, "lora_rank": 32, "lora_alpha": 64, "lr": 1e-3, "answer_tokens": 64},
+        "matmul_peak_gflops": peaks,
+        "rows": rows,
+    }  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+
+    table = Table(title=f"inner loop, {args.epochs} epochs (matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()) + ")")
+    for column in ("config", "dtype", "s/self-edit", "self-edits/min", "speed-up", "train GFLOP/s", "of peak", "peak RSS GiB"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            f"{row['mode']} K={row['k']}", row["dtype"], f"{row['seconds_per_self_edit']:.1f}",
+            f"{row['self_edits_per_minute']:.2f}", f"{row['speedup']:.2f}x",
+            f"{row.get('train_gflops', float('nan')):.0f}", f"{row.get('train_fraction_of_peak', float('nan')):.0%}",
+            f"{row['peak_rss_gib']:.1f}",
+        )  # fmt: skip
+    Console().print(table)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
