@@ -8,6 +8,7 @@ decay over its own step count), so adapters with fewer documents simply finish e
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -64,19 +65,18 @@ def train_adapters(lm: LoadedModel, bank: AdapterBank, jobs: list[TrainJob], cfg
     if len(jobs) > bank.slots:
         raise ValueError(f"{len(jobs)} jobs for a bank of {bank.slots} slots")
     device = lm.device
-    optimiser = StackedAdamW(bank.parameters(), bank.slots, weight_decay=cfg.weight_decay)
+    optimiser = StackedAdamW(bank, weight_decay=cfg.weight_decay)
     for slot, job in enumerate(jobs):
         bank.reset(slot, job.seed)
     docs = [tokenize_documents(lm, job.documents, cfg) for job in jobs]
     orders = [document_order(len(d), cfg.epochs, job.seed) for d, job in zip(docs, jobs)]
-    totals = torch.tensor([len(o) for o in orders], dtype=torch.float32, device=device)
     stats = TrainStats(losses=[[] for _ in jobs])
     bank.model.train()
     for layer in bank.layers.values():
         layer.lora_A.requires_grad_(True)
         layer.lora_B.requires_grad_(True)
     try:
-        for step in range(int(totals.max().item()) if jobs else 0):
+        for step in range(max((len(o) for o in orders), default=0)):
             active_jobs = [j for j, order in enumerate(orders) if step < len(order)]
             batch = pack([docs[j][orders[j][step]] for j in active_jobs], device)
             with bank.route(active_jobs, batch["lengths"]), packed_forward(lm.model, batch["lengths"]):
@@ -84,15 +84,14 @@ def train_adapters(lm: LoadedModel, bank: AdapterBank, jobs: list[TrainJob], cfg
                     input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
                 ).logits[0]
             losses = per_sequence_loss(logits, batch["labels"], batch["segment"], len(active_jobs))
-            optimiser.zero_grad()
-            losses.sum().backward()
-            active = torch.zeros(bank.slots, dtype=torch.bool, device=device)
-            active[active_jobs] = True
+            optimiser.zero_grad(active_jobs)
+            with warnings.catch_warnings():
+                # The bank's gradients are strided views into one buffer on purpose (see AdapterBank._flatten).
+                warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+                losses.sum().backward()
             # HF's linear schedule without warm-up: the k-th update of an adapter uses lr * (1 - k / total).
-            done = optimiser.steps[: len(jobs)]
-            lr = torch.zeros(bank.slots, device=device)
-            lr[: len(jobs)] = cfg.lr * (1 - done / totals).clamp(min=0)
-            optimiser.step(active, lr, cfg.max_grad_norm)
+            lrs = [cfg.lr * max(0.0, 1 - optimiser.steps[j].item() / len(orders[j])) for j in active_jobs]
+            optimiser.step(active_jobs, lrs, cfg.max_grad_norm)
             for j, loss in zip(active_jobs, losses.tolist()):
                 stats.losses[j].append(loss)
             stats.tokens += batch["input_ids"].shape[1]
