@@ -110,6 +110,8 @@ def adapt_and_score(
         yield from adapt_and_score_peft(lm, jobs, adapt, answer, judge=judge, adapter_dir=adapter_dir)
         return
     bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
+    # A batch trains for as many steps as its longest plan: batch plans of similar length together.
+    jobs = sorted(jobs, key=lambda j: len(j.documents), reverse=True)
     for start in range(0, len(jobs), adapt.slots):
         batch = jobs[start : start + adapt.slots]
         began = time.perf_counter()
