@@ -11,7 +11,6 @@ import random
 import warnings
 from dataclasses import dataclass, field
 
-import torch
 
 from seal.adapters import AdapterBank, StackedAdamW
 from seal.config import AdaptConfig
