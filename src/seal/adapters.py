@@ -32,6 +32,16 @@ class Routing:
     ids: torch.Tensor | None = None  # (S,) slot of each sequence; None = base model only
     lengths: list[int] | None = None  # packed layout: the token count of each sequence, in order
     version: int = 0  # bumped at every change, so layers know when their cached slot weights are stale
+    _mask: tuple | None = None
+
+    def block_mask(self, rank: int, dtype: torch.dtype) -> torch.Tensor:
+        """(tokens, slots * rank): 1 where a packed token's own slot's rank block is, built once per batch."""
+        key = (self.version, rank, dtype)
+        if self._mask is None or self._mask[0] != key:
+            owner = torch.repeat_interleave(torch.arange(len(self.lengths)), torch.tensor(self.lengths))
+            mask = nn.functional.one_hot(owner, len(self.lengths)).repeat_interleave(rank, dim=1)
+            self._mask = (key, mask.to(device=self.ids.device, dtype=dtype))
+        return self._mask[1]
 
 
 class MultiLoraLinear(nn.Module):
@@ -72,9 +82,11 @@ class MultiLoraLinear(nn.Module):
             x = nn.functional.dropout(x, self.dropout)
         if route.lengths is None:
             return out + torch.matmul(torch.matmul(x, a), b)
-        spans = x.reshape(-1, x.shape[-1]).split(route.lengths)
-        # unbind, not a[s]: indexing one slot at a time would make backward build a full-size gradient per slot.
-        delta = torch.cat([span @ a_s @ b_s for span, a_s, b_s in zip(spans, a.unbind(0), b.unbind(0))])
+        # Packed: every token through all routed slots' A at once, then a block mask keeps each
+        # token's own slot: three large ops per layer instead of two small matmuls per sequence.
+        slots, in_features, rank = a.shape
+        h = x.reshape(-1, in_features) @ a.transpose(0, 1).reshape(in_features, slots * rank)
+        delta = (h * route.block_mask(rank, x.dtype)) @ b.reshape(slots * rank, -1)
         return out + delta.view_as(out)
 
 
