@@ -9,7 +9,8 @@ optimiser state: slot k ends as training it alone would leave it.
 Two batch layouts are routed:
 - rows: the batch dimension is the slot dimension (generation, likelihood scoring);
 - packed: all sequences concatenated in one row (no padding anywhere), `lengths` giving
-  each sequence's span; each span goes through its own slot's low-rank matmuls.
+  each sequence's span; every token goes through all routed slots' A at once and a block
+  mask keeps only its own slot's part before B.
 """
 
 from __future__ import annotations
