@@ -48,7 +48,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> floa
 
 def build_jobs(lm, count: int, epochs: int):
     from seal.domains import knowledge
-    from seal.experiments.knowledge_eval import probes_for
+    from seal.experiments.knowledge_steps import probes_for
     from seal.loop import AdaptJob
 
     passages = knowledge.paper_subset(knowledge.load_passages(DATA / "squad_val.json"), 200)

@@ -10,9 +10,14 @@ import yaml
 from typer.testing import CliRunner
 
 from seal.cli import app
-from seal.config import KnowledgeEvalConfig, load_config
+from seal.config import KnowledgeEvalConfig, KnowledgeTrainConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def recipe_class(path: Path):
+    """Which command a recipe is for, from the fields only that command has."""
+    return KnowledgeTrainConfig if "rounds" in yaml.safe_load(path.read_text()) else KnowledgeEvalConfig
 runner = CliRunner()
 
 
@@ -72,8 +77,8 @@ def test_eval_runs_records_and_resumes_without_redoing_work(tiny_dir, passages_f
     def no_more_work(*a, **k):
         raise AssertionError("a resumed, finished run must not adapt again")
 
-    monkeypatch.setattr("seal.experiments.knowledge_eval.adapt_and_score", no_more_work)
-    monkeypatch.setattr("seal.experiments.knowledge_eval.generate", no_more_work)
+    monkeypatch.setattr("seal.experiments.knowledge_steps.adapt_and_score", no_more_work)
+    monkeypatch.setattr("seal.experiments.knowledge_steps.generate", no_more_work)
     second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output
     assert json.loads((out / "results.json").read_text()) == results
@@ -132,7 +137,7 @@ def test_file_condition_needs_completions_for_every_passage(tiny_dir, passages_f
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_recipe_parses(recipe):
-    load_config(KnowledgeEvalConfig, recipe)
+    load_config(recipe_class(recipe), recipe)
 
 
 def readme_quickstart() -> list[str]:

@@ -37,7 +37,7 @@ def test_training_on_the_passage_raises_gold_answer_likelihood(shared_data, tmp_
     )
     cfg.adapt.epochs = 4
     run = KnowledgeEval(cfg, tmp_path / "run")
-    run.lm = embedded
+    run.steps.model.lm = embedded  # the module's model, not a second copy
     results = run.run()
     conditions = results["conditions"]
     assert conditions["passage"]["gain"] > 0
@@ -51,7 +51,7 @@ def test_bf16_and_fp32_agree_on_greedy_answers_and_likelihoods(embedded, shared_
     """Mixed precision is safe here: same greedy answers on a fixed example, gold log-likelihoods within 5%."""
     import torch
 
-    from seal.experiments.knowledge_eval import probes_for
+    from seal.experiments.knowledge_steps import probes_for
     from seal.sampling import continuation_logprobs, generate
 
     fp32 = load_model("embedded", dtype="float32")

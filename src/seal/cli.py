@@ -11,7 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from seal.config import KnowledgeEvalConfig, load_config
+from seal.config import KnowledgeEvalConfig, KnowledgeTrainConfig, load_config
 from seal.domains.knowledge import DataError
 from seal.models import ModelLoadError
 from seal.store import RunConfigMismatch
@@ -76,6 +76,55 @@ def knowledge_eval(
         fail(str(err))
     console.print(results_table(results))
     console.print(f"run directory: {out} (results.json, records.jsonl, config.yaml)")
+
+
+@knowledge_app.command("train")
+def knowledge_train(
+    config: ConfigOpt = None,
+    model: Annotated[Optional[str], typer.Option(help="'embedded', a hub id or a local directory")] = None,
+    train_data: Annotated[Optional[str], typer.Option(help="training passages (SEAL format)")] = None,
+    train_passages: Annotated[Optional[int], typer.Option(help="number of training passages")] = None,
+    eval_data: Annotated[Optional[str], typer.Option(help="held-out passages (SEAL format)")] = None,
+    eval_passages: Annotated[Optional[int], typer.Option(help="number of held-out passages (paper subset order)")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="ReST-EM rounds")] = None,
+    k: Annotated[Optional[int], typer.Option(help="self-edits per training passage")] = None,
+    reward: Annotated[Optional[str], typer.Option(help="verdict | em | f1 | loglik | judge")] = None,
+    out: Annotated[Path, typer.Option(help="run directory; re-running resumes it")] = Path("runs/knowledge-train"),
+    set_: SetOpt = None,
+) -> None:
+    """ReST-EM: sample self-edits, reward them by adapting, fine-tune the policy on the best; evaluate each round."""
+    from seal.experiments.knowledge_train import KnowledgeTrain, rounds_table
+
+    flags = {
+        "model.name": model,
+        "train_data": train_data,
+        "train_passages": train_passages,
+        "eval_data": eval_data,
+        "eval_passages": eval_passages,
+        "rounds": rounds,
+        "sampling.k": k,
+        "reward": reward,
+    }
+    cfg = resolve(KnowledgeTrainConfig, config, flags, set_)
+    try:
+        results = KnowledgeTrain(cfg, out, console).run()
+    except USER_ERRORS as err:
+        fail(str(err))
+    console.print(rounds_table(results))
+    console.print(f"run directory: {out} (results.json, policy/, config.yaml); `seal report {out}` for plots")
+
+
+@app.command("report")
+def report(run: Annotated[Path, typer.Argument(help="a finished run directory")]) -> None:
+    """Tables and PNG plots of a run, and RUN/report/report.md embedding them."""
+    from seal.report import ReportError, write_report
+
+    try:
+        path = write_report(run)
+    except ReportError as err:
+        fail(str(err))
+    console.print(path.read_text(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"report: {path} (plots beside it)")
 
 
 @app.command("grade-check")

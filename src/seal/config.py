@@ -107,6 +107,52 @@ class KnowledgeEvalConfig(Section):
     seed: int = 0
 
 
+class PolicyConfig(Section):
+    """The ReST-EM M-step: supervised fine-tuning of the policy on (prompt, kept self-edit), then a merge."""
+
+    lora: LoraConfig = Field(
+        default_factory=lambda: LoraConfig(rank=64, alpha=128.0), description="paper: r=64, alpha=128, all linear layers"
+    )
+    lr: float = Field(3e-4, gt=0)
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(10, ge=1, description="examples per optimiser step (paper: effective batch 10)")
+    micro_batch_size: int = Field(10, ge=1, description="examples per forward pass; gradients accumulate up to batch_size")
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    max_grad_norm: float = 1.0
+    max_tokens: int = Field(2048, ge=16, description="prompt + self-edit truncated to this many tokens")
+
+
+class KnowledgeTrainConfig(Section):
+    """`seal knowledge train`: ReST-EM rounds that teach the policy to write better self-edits."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train_data: str = Field(
+        "../shared/data/squad/synthetic/train/iter0_train.json", description="training passages (SEAL format)"
+    )
+    train_passages: int | None = Field(50, description="first N training passages; None = all")
+    eval_data: str = Field("../shared/data/squad/squad_val.json", description="held-out passages (SEAL format)")
+    eval_passages: int | None = Field(20, description="held-out passages (paper subset order); None = all")
+    paper_subset: bool = Field(True, description="held-out passages: first N after random.seed(42) shuffle")
+    variant: str = Field("implications", description="self-edit prompt (see `seal.domains.knowledge.VARIANTS`)")
+    rounds: int = Field(2, ge=1, description="ReST-EM rounds (paper: 2)")
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(k=5), description="paper: k=5 per passage")
+    eval_k: int = Field(1, ge=1, description="self-edits per held-out passage when evaluating a policy")
+    repeats: int = Field(1, ge=1, description="adapt-and-score each self-edit this many times (different seeds), averaged")
+    select: Literal["best", "positive"] = Field(
+        "best", description="best: the best self-edit per passage, even without gain (paper); positive: every one that beats the unadapted model"
+    )
+    baselines: list[str] = Field(
+        default_factory=lambda: ["in-context", "passage"], description="conditions scored once with the initial policy"
+    )
+    split_lines: bool = True
+    reward: str = "verdict"
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
+    answer: AnswerConfig = Field(default_factory=AnswerConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    judge: JudgeConfig | None = None
+    seed: int = 0
+
+
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node = data

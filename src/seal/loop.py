@@ -101,19 +101,25 @@ def adapt_and_score(
     *,
     judge: LLMJudge | None = None,
     adapter_dir: Path | None = None,
+    skip: set[str] = frozenset(),
 ) -> Iterator[list[AdaptResult]]:
     """Yields the results of each batch of `adapt.slots` jobs as soon as it is done.
+    Batches whose every key is in `skip` are left out (already done: resuming).
     With `adapter_dir`, each adapter is also saved there in peft format, under its job key."""
     if adapt.engine == "peft":
         from seal.baseline import adapt_and_score_peft
 
-        yield from adapt_and_score_peft(lm, jobs, adapt, answer, judge=judge, adapter_dir=adapter_dir)
+        todo = [j for j in jobs if j.key not in skip]
+        yield from adapt_and_score_peft(lm, todo, adapt, answer, judge=judge, adapter_dir=adapter_dir)
         return
-    bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
     # A batch trains for as many steps as its longest plan: batch plans of similar length together.
     jobs = sorted(jobs, key=lambda j: len(j.documents), reverse=True)
-    for start in range(0, len(jobs), adapt.slots):
-        batch = jobs[start : start + adapt.slots]
+    batches = [jobs[s : s + adapt.slots] for s in range(0, len(jobs), adapt.slots)]
+    batches = [b for b in batches if any(j.key not in skip for j in b)]
+    if not batches:
+        return
+    bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
+    for batch in batches:
         began = time.perf_counter()
         stats = train_adapters(lm, bank, [TrainJob(j.documents, j.seed) for j in batch], adapt)
         if adapter_dir is not None:

@@ -12,22 +12,17 @@ Conditions
 from __future__ import annotations
 
 import json
-import statistics
-import zlib
 from pathlib import Path
 
-import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from seal.config import KnowledgeEvalConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import DataError, Passage
+from seal.experiments.knowledge_steps import KnowledgeSteps, PlanItem, summarise_conditions
 from seal.grading import LLMJudge
-from seal.loop import AdaptJob, Probe, adapt_and_score, score_probes
 from seal.models import LoadedModel, load_model
-from seal.sampling import generate
 from seal.store import RunStore
 
 UNADAPTED = ("base", "in-context")
@@ -37,24 +32,28 @@ RESULTS_FILE = "results.json"
 RECORDS_FILE = "records.jsonl"
 
 
-def stable_seed(*parts: object) -> int:
-    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
+def metrics_for(judge: object | None) -> list[str]:
+    return ["em", "f1", "verdict", "loglik"] + (["judge"] if judge else [])
+
+
+def check_reward(reward: str, judge: object | None) -> None:
+    available = metrics_for(judge)
+    if reward not in available:
+        raise ValueError(f"reward {reward!r} is not available; choose from {', '.join(sorted(available))}")
 
 
 def validate(cfg: KnowledgeEvalConfig) -> None:
     unknown = [c for c in cfg.conditions if c not in KNOWN]
     if unknown:
         raise ValueError(f"unknown condition(s) {', '.join(unknown)}; choose from {', '.join(KNOWN)}")
-    metrics = set(_metrics(cfg))
-    if cfg.reward not in metrics:
-        raise ValueError(f"reward {cfg.reward!r} is not available; choose from {', '.join(sorted(metrics))}")
+    check_reward(cfg.reward, cfg.judge)
 
 
-def select_passages(cfg: KnowledgeEvalConfig) -> list[Passage]:
-    passages = knowledge.load_passages(cfg.data)
-    if cfg.paper_subset:
-        return knowledge.paper_subset(passages, cfg.passages)
-    return passages if cfg.passages is None else passages[: cfg.passages]
+def select_passages(data: str, n: int | None, paper_subset: bool) -> list[Passage]:
+    passages = knowledge.load_passages(data)
+    if paper_subset:
+        return knowledge.paper_subset(passages, n)
+    return passages if n is None else passages[:n]
 
 
 def file_self_edits(cfg: KnowledgeEvalConfig, passages: list[Passage]) -> dict[str, list[str]]:
@@ -74,16 +73,16 @@ def file_self_edits(cfg: KnowledgeEvalConfig, passages: list[Passage]) -> dict[s
     return out
 
 
-def probes_for(lm: LoadedModel, passage: Passage, in_context: bool = False) -> list[Probe]:
-    return [
-        Probe(
-            question=q.question,
-            gold=q.answer,
-            prompt=knowledge.answer_prompt(lm, passage, q, in_context),
-            continuation=knowledge.gold_continuation(lm, q),
-        )
-        for q in passage.questions
-    ]
+class ModelOnDemand:
+    """Loads the configured model the first time a step needs it."""
+
+    def __init__(self, cfg):
+        self.cfg, self.lm = cfg, None
+
+    def __call__(self) -> LoadedModel:
+        if self.lm is None:
+            self.lm = load_model(self.cfg.name, self.cfg.dtype, chat_template=self.cfg.chat_template)
+        return self.lm
 
 
 class KnowledgeEval:
@@ -91,77 +90,18 @@ class KnowledgeEval:
         validate(cfg)
         self.cfg = cfg
         self.console = console or Console()
-        self.passages = select_passages(cfg)
+        self.passages = select_passages(cfg.data, cfg.passages, cfg.paper_subset)
         self.from_file = file_self_edits(cfg, self.passages) if "file" in cfg.conditions else {}
         self.store = RunStore(out, cfg)
-        self.lm: LoadedModel | None = None
-        self.judge = LLMJudge(cfg.judge) if cfg.judge else None
-
-    def _model(self) -> LoadedModel:
-        if self.lm is None:
-            m = self.cfg.model
-            self.lm = load_model(m.name, m.dtype, chat_template=m.chat_template)
-        return self.lm
-
-    def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
+        self.steps = KnowledgeSteps(
+            self.store,
+            ModelOnDemand(cfg.model),
+            adapt=cfg.adapt,
+            answer=cfg.answer,
+            judge=LLMJudge(cfg.judge) if cfg.judge else None,
+            seed=cfg.seed,
             console=self.console,
         )
-
-    # --- phases ----------------------------------------------------------------------------------
-
-    def score_unadapted(self, condition: str) -> None:
-        todo = [p for p in self.passages if self.store.get("answers", f"{condition}/{p.key}/0") is None]
-        if not todo:
-            return
-        lm = self._model()
-        per_passage = [probes_for(lm, p, in_context=condition == "in-context") for p in todo]
-        probes = [probe for group in per_passage for probe in group]
-        with self._progress() as progress:
-            task = progress.add_task(f"{condition}: answering", total=len(probes))
-            records = score_probes(
-                lm, probes, self.cfg.answer, judge=self.judge, progress=lambda n: progress.advance(task, n)
-            )
-        items, offset = [], 0
-        for passage, group in zip(todo, per_passage):
-            items.append((f"{condition}/{passage.key}/0", records[offset : offset + len(group)]))
-            offset += len(group)
-        self.store.put_many("answers", items)
-
-    def sample_self_edits(self, variant: str) -> None:
-        """k self-edits per passage, in fixed batches seeded by their index, so a resumed run samples the same."""
-        k, sampling = self.cfg.sampling.k, self.cfg.sampling
-        wanted = [(p, i) for p in self.passages for i in range(k)]
-        batches = [wanted[s : s + sampling.batch_size] for s in range(0, len(wanted), sampling.batch_size)]
-        done = self.store.keys("self_edits")
-        todo = [(b, batch) for b, batch in enumerate(batches) if any(f"{variant}/{p.key}/{i}" not in done for p, i in batch)]
-        if not todo:
-            return
-        lm = self._model()
-        with self._progress() as progress:
-            task = progress.add_task(f"{variant}: writing self-edits", total=sum(len(b) for _, b in todo))
-            for b, batch in todo:
-                prompts = [knowledge.self_edit_prompt(p, variant) for p, _ in batch]
-                torch.manual_seed(stable_seed(self.cfg.seed, variant, b))
-                texts = generate(
-                    lm,
-                    [lm.format_prompt(x) for x in prompts],
-                    max_new_tokens=sampling.max_new_tokens,
-                    temperature=sampling.temperature,
-                    top_p=sampling.top_p,
-                    batch_size=sampling.batch_size,
-                )
-                self.store.put_many(
-                    "self_edits",
-                    [(f"{variant}/{p.key}/{i}", {"prompt": x, "text": t}) for (p, i), x, t in zip(batch, prompts, texts)],
-                )
-                progress.advance(task, len(batch))
 
     def self_edits(self, condition: str, passage: Passage, sampled: dict[str, dict]) -> list[str]:
         if condition == "passage":
@@ -170,89 +110,36 @@ class KnowledgeEval:
             return self.from_file[passage.key]
         return [sampled[f"{condition}/{passage.key}/{i}"]["text"] for i in range(self.cfg.sampling.k)]
 
-    def adapt_conditions(self, conditions: list[str]) -> None:
-        done, sampled = self.store.keys("answers"), self.store.all("self_edits")
-        lm = self._model() if conditions else None
-        jobs = []
+    def plan_items(self, conditions: list[str]) -> list[PlanItem]:
+        sampled = self.store.all("self_edits")
+        items = []
         for condition in conditions:
             variant = condition if condition in knowledge.VARIANTS else "implications"
             for passage in self.passages:
                 for i, text in enumerate(self.self_edits(condition, passage, sampled)):
-                    key = f"{condition}/{passage.key}/{i}"
-                    if key in done:
-                        continue
                     plan = knowledge.plan(passage, text, variant, self.cfg.split_lines)
-                    jobs.append(AdaptJob(key, plan.documents, probes_for(lm, passage), stable_seed(self.cfg.seed, key)))
-        if not jobs:
-            return
-        with self._progress() as progress:
-            task = progress.add_task("adapting and scoring", total=len(jobs))
-            adapter_dir = self.store.dir / "adapters" if self.cfg.adapt.keep_adapters else None
-            for results in adapt_and_score(
-                lm, jobs, self.cfg.adapt, self.cfg.answer, judge=self.judge, adapter_dir=adapter_dir
-            ):
-                self.store.put_many("answers", [(r.key, r.probes) for r in results])
-                self.store.put_many(
-                    "adapt",
-                    [(r.key, {"loss_first": r.losses[0], "loss_last": r.losses[1], "steps": r.steps, "seconds": r.seconds}) for r in results],
-                )
-                progress.advance(task, len(results))
-
-    # --- the whole run ---------------------------------------------------------------------------
+                    items.append(PlanItem(f"{condition}/{passage.key}/{i}", passage, plan.documents))
+        return items
 
     def run(self) -> dict:
         conditions = list(dict.fromkeys(["base", *self.cfg.conditions]))  # base is needed for every gain
         for condition in conditions:
             if condition in UNADAPTED:
-                self.score_unadapted(condition)
+                self.steps.answer(condition, self.passages, in_context=condition == "in-context")
         for condition in conditions:
             if condition in knowledge.VARIANTS:
-                self.sample_self_edits(condition)
-        self.adapt_conditions([c for c in conditions if c not in UNADAPTED])
+                self.steps.sample(condition, self.passages, condition, self.cfg.sampling)
+        self.steps.adapt(self.plan_items([c for c in conditions if c not in UNADAPTED]))
         results = summarise(self.cfg, self.passages, conditions, self.store)
         (self.store.dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
         write_records(self.store, self.passages, conditions)
         return results
 
 
-def _metrics(cfg: KnowledgeEvalConfig) -> list[str]:
-    return ["em", "f1", "verdict", "loglik"] + (["judge"] if cfg.judge else [])
-
-
-def _mean(xs: list[float]) -> float:
-    return statistics.fmean(xs) if xs else float("nan")
-
-
 def summarise(cfg: KnowledgeEvalConfig, passages: list[Passage], conditions: list[str], store: RunStore) -> dict:
-    answers, adapt = store.all("answers"), store.all("adapt")
-    metrics = _metrics(cfg)
-    per_passage: dict[str, dict[str, dict[str, float]]] = {p.key: {} for p in passages}
-    summary: dict[str, dict] = {}
-    for condition in conditions:
-        passage_means: dict[str, list[float]] = {m: [] for m in metrics}
-        question_values: dict[str, list[float]] = {m: [] for m in metrics}
-        seconds, n_self_edits = [], 0
-        for p in passages:
-            runs = [v for k, v in answers.items() if k.startswith(f"{condition}/{p.key}/")]
-            n_self_edits += len(runs)
-            seconds += [adapt[k]["seconds"] for k in adapt if k.startswith(f"{condition}/{p.key}/")]
-            # A passage's score under a condition: the mean over its self-edits of the mean over its questions.
-            per_passage[p.key][condition] = {
-                m: _mean([_mean([q[m] for q in run]) for run in runs]) for m in metrics
-            }
-            for m in metrics:
-                passage_means[m].append(per_passage[p.key][condition][m])
-                question_values[m] += [q[m] for run in runs for q in run]
-        summary[condition] = {
-            "macro": {m: _mean(passage_means[m]) for m in metrics},
-            "micro": {m: _mean(question_values[m]) for m in metrics},
-            "n_self_edits": 0 if condition in UNADAPTED else n_self_edits,
-            "seconds_per_self_edit": _mean(seconds) if seconds else None,
-        }
-    for condition in conditions:
-        gains = [per_passage[p.key][condition][cfg.reward] - per_passage[p.key]["base"][cfg.reward] for p in passages]
-        summary[condition]["gain"] = _mean(gains)
-        summary[condition]["gain_std"] = statistics.pstdev(gains) if gains else float("nan")
+    summary, per_passage = summarise_conditions(
+        store.all("answers"), store.all("adapt"), passages, conditions, metrics_for(cfg.judge), cfg.reward
+    )
     return {
         "schema": "seal.knowledge.eval/1",
         "model": cfg.model.name,

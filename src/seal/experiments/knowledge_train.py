@@ -1,0 +1,290 @@
+"""ReST-EM for knowledge incorporation: teach the policy to write self-edits that get absorbed.
+
+Round r (1..R), starting from policy r-1:
+  1. answer the training passages' questions closed-book (the unadapted score);
+  2. sample k self-edits per training passage;
+  3. adapt and score each (`repeats` times with different seeds); reward = adapted score
+     minus unadapted score, in the configured metric;
+  4. select per passage (the best, even without gain, as the paper; or every one that gains);
+  5. fine-tune the policy on (prompt, kept self-edit) and merge: policy r.
+Policy 0 and every later policy are evaluated on held-out passages with the protocol of
+`seal knowledge eval` (closed-book, and a self-edit adapted per passage); the baselines
+(in-context, passage only) once, with policy 0.
+
+Store keys: `r{r}/train/...` for a round's training records, `e{p}/...` for the evaluation
+of policy p, `selections` and `policy` records per round. Policy adapters live in
+`policy/round-{r}` (peft format, each relative to the previous policy).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from seal import policy
+from seal.config import KnowledgeTrainConfig
+from seal.domains import knowledge
+from seal.domains.knowledge import DataError, Passage
+from seal.experiments.knowledge_eval import check_reward, metrics_for, select_passages
+from seal.experiments.knowledge_steps import KnowledgeSteps, PlanItem, mean, stable_seed, summarise_conditions
+from seal.grading import LLMJudge
+from seal.models import LoadedModel, load_model
+from seal.store import RunStore
+
+RESULTS_FILE = "results.json"
+POLICY_DIR = "policy"
+
+
+def select(rewards: dict[int, float | None], how: str) -> list[int]:
+    """Indices of the self-edits to keep; None is an invalid self-edit and is never kept.
+    best: the highest reward (the first on ties), kept even when it does not gain; positive: all > 0."""
+    valid = {i: r for i, r in rewards.items() if r is not None}
+    if not valid:
+        return []
+    if how == "best":
+        return [max(valid, key=lambda i: (valid[i], -i))]
+    if how == "positive":
+        return [i for i, r in sorted(valid.items()) if r > 0]
+    raise ValueError(f"unknown selection {how!r}; choose best or positive")
+
+
+class PolicyOnDemand:
+    """The model at a given policy round: loaded on first need, later rounds' adapters merged in order."""
+
+    def __init__(self, cfg: KnowledgeTrainConfig, store: RunStore):
+        self.cfg, self.store = cfg, store
+        self.lm: LoadedModel | None = None
+        self.applied = 0  # rounds merged into self.lm
+        self.wanted = 0
+
+    def __call__(self) -> LoadedModel:
+        if self.lm is None:
+            m = self.cfg.model
+            self.lm = load_model(m.name, m.dtype, chat_template=m.chat_template)
+        while self.applied < self.wanted:
+            self.applied += 1
+            record = self.store.get("policy", f"r{self.applied}")
+            if record is None:
+                raise RuntimeError(f"policy of round {self.applied} is not recorded")  # a bug, not user input
+            if record["adapter"] is not None:
+                policy.apply_adapter(self.lm, self.store.dir / record["adapter"])
+        if self.applied != self.wanted:
+            raise RuntimeError(f"model holds policy {self.applied}, policy {self.wanted} was asked for")
+        return self.lm
+
+
+class KnowledgeTrain:
+    def __init__(self, cfg: KnowledgeTrainConfig, out: str | Path, console: Console | None = None):
+        if cfg.variant not in knowledge.VARIANTS:
+            raise ValueError(f"unknown self-edit variant {cfg.variant!r}; choose from {', '.join(knowledge.VARIANTS)}")
+        unknown = [b for b in cfg.baselines if b not in ("in-context", "passage")]
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; choose from in-context, passage")
+        check_reward(cfg.reward, cfg.judge)
+        self.cfg = cfg
+        self.console = console or Console()
+        self.train_passages = knowledge.load_passages(cfg.train_data)
+        if cfg.train_passages is not None:
+            self.train_passages = self.train_passages[: cfg.train_passages]
+        self.eval_passages = select_passages(cfg.eval_data, cfg.eval_passages, cfg.paper_subset)
+        overlap = {(p.title, p.context) for p in self.train_passages} & {(p.title, p.context) for p in self.eval_passages}
+        if overlap:
+            title = sorted(overlap)[0][0]
+            raise DataError(f"{len(overlap)} passage(s) are both training and held-out passages, e.g. {title!r}")
+        self.store = RunStore(out, cfg)
+        self.policy = PolicyOnDemand(cfg, self.store)
+        self.steps = KnowledgeSteps(
+            self.store,
+            self.policy,
+            adapt=cfg.adapt,
+            answer=cfg.answer,
+            judge=LLMJudge(cfg.judge) if cfg.judge else None,
+            seed=cfg.seed,
+            console=self.console,
+        )
+
+    @contextmanager
+    def timed(self, key: str):
+        """Wall time of a phase, added up over resumed runs."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - began
+            self.store.put("timing", key, (self.store.get("timing", key) or 0.0) + spent)
+
+    def _plans(self, prefix: str, passages: list[Passage], k: int) -> dict[str, knowledge.Plan]:
+        sampled = self.store.all("self_edits")
+        return {
+            f"{p.key}/{i}": knowledge.plan(p, sampled[f"{prefix}/{p.key}/{i}"]["text"], self.cfg.variant, self.cfg.split_lines)
+            for p in passages
+            for i in range(k)
+        }
+
+    # --- evaluation of a policy ------------------------------------------------------------------
+
+    def evaluate(self, p: int) -> None:
+        self.policy.wanted = p
+        cfg, passages = self.cfg, self.eval_passages
+        with self.timed(f"e{p}"):
+            self.steps.answer(f"e{p}/base", passages)
+            if p == 0 and "in-context" in cfg.baselines:
+                self.steps.answer("e0/in-context", passages, in_context=True)
+            sampling = cfg.sampling.model_copy(update={"k": cfg.eval_k})
+            self.steps.sample(f"e{p}/{cfg.variant}", passages, cfg.variant, sampling)
+            plans = self._plans(f"e{p}/{cfg.variant}", passages, cfg.eval_k)
+            by_key = {q.key: q for q in passages}
+            items = [PlanItem(f"e{p}/{cfg.variant}/{k}", by_key[k.split("/")[0]], plan.documents) for k, plan in plans.items()]
+            if p == 0 and "passage" in cfg.baselines:
+                items += [PlanItem(f"e0/passage/{q.key}/0", q, knowledge.plan(q, "").documents) for q in passages]
+            self.steps.adapt(items, f"e{p}: adapting and scoring")
+
+    # --- one round of training -------------------------------------------------------------------
+
+    def rewards(self, r: int) -> dict[str, dict[int, float | None]]:
+        """Per training passage, each self-edit's reward (None for a self-edit that gave no plan)."""
+        cfg, answers = self.cfg, self.store.all("answers")
+        plans = self._plans(f"r{r}/train/{cfg.variant}", self.train_passages, cfg.sampling.k)
+        out: dict[str, dict[int, float | None]] = {}
+        for p in self.train_passages:
+            before = mean([q[cfg.reward] for q in answers[f"r{r}/train/base/{p.key}/0"]])
+            out[p.key] = {}
+            for i in range(cfg.sampling.k):
+                if plans[f"{p.key}/{i}"].self_edit_documents == 0:
+                    out[p.key][i] = None
+                    continue
+                runs = [answers[f"r{r}/train/{cfg.variant}/{p.key}/{i}/{rep}"] for rep in range(cfg.repeats)]
+                out[p.key][i] = mean([mean([q[cfg.reward] for q in run]) for run in runs]) - before
+        return out
+
+    def train_round(self, r: int) -> None:
+        cfg, passages = self.cfg, self.train_passages
+        self.policy.wanted = r - 1
+        prefix = f"r{r}/train"
+        with self.timed(f"r{r}/sample-and-score"):
+            self.steps.answer(f"{prefix}/base", passages)
+            self.steps.sample(f"{prefix}/{cfg.variant}", passages, cfg.variant, cfg.sampling)
+            plans = self._plans(f"{prefix}/{cfg.variant}", passages, cfg.sampling.k)
+            by_key = {q.key: q for q in passages}
+            items = [
+                PlanItem(f"{prefix}/{cfg.variant}/{k}/{rep}", by_key[k.split("/")[0]], plan.documents)
+                for k, plan in plans.items()
+                if plan.self_edit_documents > 0  # an unusable self-edit is recorded with no reward, not trained on
+                for rep in range(cfg.repeats)
+            ]
+            self.steps.adapt(items, f"round {r}: adapting and scoring")
+        rewards = self.rewards(r)
+        if self.store.get("selections", f"r{r}/{passages[0].key}") is None:
+            self.store.put_many(
+                "selections",
+                [(f"r{r}/{key}", {"rewards": list(rs.values()), "kept": select(rs, cfg.select)}) for key, rs in rewards.items()],
+            )
+        if self.store.get("policy", f"r{r}") is None:
+            with self.timed(f"r{r}/sft"):
+                self.fine_tune(r)
+
+    def fine_tune(self, r: int) -> None:
+        cfg, sampled = self.cfg, self.store.all("self_edits")
+        selections = self.store.all("selections")
+        lm = self.policy()
+        examples = [
+            policy.SFTExample(lm.format_prompt(sampled[key]["prompt"]), sampled[key]["text"])
+            for p in self.train_passages
+            for i in selections[f"r{r}/{p.key}"]["kept"]
+            for key in [f"r{r}/train/{cfg.variant}/{p.key}/{i}"]
+        ]
+        record: dict = {"adapter": None, "examples": len(examples), "losses": []}
+        if examples:
+            began = time.perf_counter()
+            model, losses = policy.sft(lm, examples, cfg.policy, stable_seed(cfg.seed, "sft", r))
+            adapter = policy.save_adapter(model, self.store.dir / POLICY_DIR / f"round-{r}")
+            policy.merge(model)
+            record |= {"adapter": str(adapter.relative_to(self.store.dir)), "losses": losses,
+                       "seconds": time.perf_counter() - began}  # fmt: skip
+        # Recorded only once the adapter is whole on disk; the in-memory model now holds policy r.
+        self.store.put("policy", f"r{r}", record)
+        self.policy.applied = self.policy.wanted = r
+
+    # --- the whole run ---------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        for r in range(1, self.cfg.rounds + 1):
+            self.evaluate(r - 1)
+            self.train_round(r)
+        self.evaluate(self.cfg.rounds)
+        results = summarise(self.cfg, self.train_passages, self.eval_passages, self.store)
+        (self.store.dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+        return results
+
+
+def summarise(cfg: KnowledgeTrainConfig, train: list[Passage], held_out: list[Passage], store: RunStore) -> dict:
+    answers, adapt, timing = store.all("answers"), store.all("adapt"), store.all("timing")
+    selections, sampled, policies = store.all("selections"), store.all("self_edits"), store.all("policy")
+    metrics = metrics_for(cfg.judge)
+    rounds = []
+    for p in range(cfg.rounds + 1):
+        conditions = ["base", cfg.variant] + ([*cfg.baselines] if p == 0 else [])
+        evaluation, _ = summarise_conditions(answers, adapt, held_out, conditions, metrics, cfg.reward, prefix=f"e{p}/")
+        row: dict = {"round": p, "eval": evaluation, "eval_seconds": timing.get(f"e{p}")}
+        eval_edits = [sampled[f"e{p}/{cfg.variant}/{q.key}/{i}"]["text"] for q in held_out for i in range(cfg.eval_k)]
+        row["eval_self_edit_words"] = mean([len(t.split()) for t in eval_edits])
+        if p >= 1:
+            rewards = [x for q in train for x in selections[f"r{p}/{q.key}"]["rewards"]]
+            valid = [x for x in rewards if x is not None]
+            edits = [sampled[f"r{p}/train/{cfg.variant}/{q.key}/{i}"]["text"] for q in train for i in range(cfg.sampling.k)]
+            sft = policies[f"r{p}"]
+            row["train"] = {
+                "rewards": rewards,
+                "reward_mean": mean(valid),
+                "reward_std": statistics.pstdev(valid) if valid else float("nan"),
+                "fraction_gaining": mean([float(x > 0) for x in valid]),
+                "invalid": len(rewards) - len(valid),
+                "kept": sum(len(selections[f"r{p}/{q.key}"]["kept"]) for q in train),
+                "self_edit_words": [len(t.split()) for t in edits],
+                "sft_examples": sft["examples"],
+                "sft_loss_first_last": [sft["losses"][0], sft["losses"][-1]] if sft["losses"] else None,
+                "seconds": (timing.get(f"r{p}/sample-and-score") or 0.0) + (timing.get(f"r{p}/sft") or 0.0),
+            }
+        rounds.append(row)
+    return {
+        "schema": "seal.knowledge.train/1",
+        "model": cfg.model.name,
+        "reward": cfg.reward,
+        "variant": cfg.variant,
+        "n_train_passages": len(train),
+        "n_eval_passages": len(held_out),
+        "n_eval_questions": sum(len(p.questions) for p in held_out),
+        "rounds": rounds,
+    }
+
+
+def rounds_table(results: dict) -> Table:
+    reward = results["reward"]
+    table = Table(title=f"ReST-EM on {results['model']}: {results['n_train_passages']} training passages, "
+                        f"{results['n_eval_passages']} held-out ({results['n_eval_questions']} questions), reward {reward}")  # fmt: skip
+    for column in ("round", "train reward", "gaining", "kept", "SFT loss", "eval base", "eval self-edit",
+                   "eval gain", "words/self-edit", "s/round"):  # fmt: skip
+        table.add_column(column, justify="right")
+    variant = results["variant"]
+    for row in results["rounds"]:
+        train, ev = row.get("train"), row["eval"]
+        loss = train and train["sft_loss_first_last"]
+        table.add_row(
+            str(row["round"]),
+            f"{train['reward_mean']:+.3f} ± {train['reward_std']:.3f}" if train else "-",
+            f"{train['fraction_gaining']:.0%}" if train else "-",
+            str(train["kept"]) if train else "-",
+            f"{loss[0]:.2f} → {loss[1]:.2f}" if loss else "-",
+            f"{ev['base']['macro'][reward]:.3f}",
+            f"{ev[variant]['macro'][reward]:.3f}",
+            f"{ev[variant]['gain']:+.3f}",
+            f"{row['eval_self_edit_words']:.0f}",
+            f"{train['seconds'] + (row['eval_seconds'] or 0):.0f}" if train else f"{row['eval_seconds'] or 0:.0f}",
+        )
+    return table

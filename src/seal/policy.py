@@ -1,0 +1,139 @@
+"""The ReST-EM M-step: fine-tune the policy on its own kept self-edits, then merge.
+
+The loss is on the self-edit only (the prompt is context), as in the paper; the LoRA is
+saved in peft format before it is merged, so every round's policy can be rebuilt from the
+base model and the rounds' adapters, with plain peft.
+
+A plain loop rather than TRL's SFTTrainer: the data is a few hundred (prompt, completion)
+pairs per round, and the loop keeps the model object (and the inner loop's adapter bank
+around it) in place instead of handing it to a trainer that wraps and moves it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
+from transformers import get_linear_schedule_with_warmup
+
+from seal.config import PolicyConfig
+from seal.models import LoadedModel
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    prompt: str  # formatted for the model (chat template applied where there is one)
+    completion: str
+
+
+@contextmanager
+def _quiet_peft():
+    with warnings.catch_warnings():
+        # peft calls a transformers method that 5.x renamed; nothing for us to act on.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+def _detach_bank(lm: LoadedModel) -> None:
+    bank = getattr(lm.model, "_seal_bank", None)
+    if bank is not None:
+        bank.detach()  # peft injects its layers into plain nn.Linear modules
+
+
+def encode(lm: LoadedModel, example: SFTExample, max_tokens: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels (-100 on the prompt) of prompt + completion + end of sequence."""
+    tok = lm.tokenizer
+    prompt = tok(example.prompt, add_special_tokens=False).input_ids
+    completion = tok(example.completion, add_special_tokens=False).input_ids + [tok.eos_token_id]
+    ids = (prompt + completion)[:max_tokens]
+    labels = ([-100] * len(prompt) + completion)[:max_tokens]
+    return ids, labels
+
+
+def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    longest = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), longest), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for r, (i, l) in enumerate(rows):
+        ids[r, : len(i)], labels[r, : len(l)], mask[r, : len(i)] = torch.tensor(i), torch.tensor(l), 1
+    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+
+
+def sft(lm: LoadedModel, examples: list[SFTExample], cfg: PolicyConfig, seed: int):
+    """Train a fresh LoRA on `examples` (loss on completions, mean over their tokens per optimiser step).
+    Returns the peft-wrapped model (not yet merged) and the loss of every optimiser step."""
+    if not examples:
+        raise ValueError("no examples to fine-tune the policy on")
+    _detach_bank(lm)
+    torch.manual_seed(seed)
+    peft_cfg = PeftLoraConfig(
+        r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=cfg.lora.targets
+    )
+    with _quiet_peft():
+        model = get_peft_model(lm.model, peft_cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    encoded = [encode(lm, e, cfg.max_tokens) for e in examples]
+    rng = random.Random(seed)
+    steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    schedule = get_linear_schedule_with_warmup(optimiser, int(cfg.warmup_ratio * total), total)
+    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
+    losses: list[float] = []
+    model.train()
+    for _ in range(cfg.epochs):
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        for start in range(0, len(order), cfg.batch_size):
+            step_rows = [encoded[i] for i in order[start : start + cfg.batch_size]]
+            n_tokens = sum(sum(label != -100 for label in labels) for _, labels in step_rows)
+            step_loss = 0.0
+            for m in range(0, len(step_rows), cfg.micro_batch_size):
+                batch = _collate(step_rows[m : m + cfg.micro_batch_size], pad_id, lm.device)
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+                # Summed over tokens, divided by the step's token count: micro-batching does not change the step.
+                loss = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), reduction="sum"
+                ) / max(n_tokens, 1)
+                loss.backward()
+                step_loss += loss.item()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimiser.step()
+            schedule.step()
+            optimiser.zero_grad()
+            losses.append(step_loss)
+    model.eval()
+    return model, losses
+
+
+def save_adapter(model: PeftModel, directory: Path) -> Path:
+    """Written beside its final name and renamed into place: a directory under the final name is whole."""
+    directory = Path(directory)
+    partial = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(directory, ignore_errors=True)
+    model.save_pretrained(partial)
+    partial.rename(directory)
+    return directory
+
+
+def merge(model: PeftModel) -> None:
+    """Fold the LoRA into the base weights in place; the model object the caller holds stays valid."""
+    model.merge_and_unload()
+
+
+def apply_adapter(lm: LoadedModel, directory: Path) -> None:
+    """Rebuild a later policy: load a saved round adapter onto the current policy and merge it."""
+    _detach_bank(lm)
+    with _quiet_peft():
+        merge(PeftModel.from_pretrained(lm.model, str(directory)))
