@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 # The hub is unreachable here: fail fast instead of retrying (read when huggingface_hub is imported).
@@ -69,3 +70,25 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.fail(f"shared data not found at {SHARED_DATA}; set SEAL_SHARED_DATA")
     return SHARED_DATA
+
+
+@pytest.fixture
+def tiny_dir(tiny_lm, tmp_path) -> Path:
+    """The tiny model saved as a local model directory, as a user's own model would be."""
+    path = tmp_path / "tiny-model"
+    tiny_lm.model.save_pretrained(path)
+    tiny_lm.tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def passages3(tmp_path) -> Path:
+    facts = [
+        ("Paris", "The capital of France is Paris. The Seine flows through it.", "What is the capital of France?", "Paris"),
+        ("Broncos", "The Denver Broncos won Super Bowl 50.", "Who won Super Bowl 50?", "Denver Broncos"),
+        ("Santa Clara", "Levi's Stadium is in Santa Clara, California.", "Where is Levi's Stadium?", "Santa Clara"),
+    ]
+    data = [{"title": t, "context": c, "questions": [{"question": q, "answer": a}]} for t, c, q, a in facts]
+    path = tmp_path / "passages3.json"
+    path.write_text(json.dumps(data))
+    return path

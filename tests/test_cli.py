@@ -10,23 +10,32 @@ import yaml
 from typer.testing import CliRunner
 
 from seal.cli import app
-from seal.config import KnowledgeEvalConfig, KnowledgeTrainConfig, load_config
+from seal.config import (
+    KnowledgeContinualConfig,
+    KnowledgeCPTConfig,
+    KnowledgeEvalConfig,
+    KnowledgeTrainConfig,
+    load_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+COMMAND_CONFIGS = {
+    "knowledge eval": KnowledgeEvalConfig,
+    "knowledge train": KnowledgeTrainConfig,
+    "knowledge continual": KnowledgeContinualConfig,
+    "knowledge cpt": KnowledgeCPTConfig,
+}
+
+
 def recipe_class(path: Path):
-    """Which command a recipe is for, from the fields only that command has."""
-    return KnowledgeTrainConfig if "rounds" in yaml.safe_load(path.read_text()) else KnowledgeEvalConfig
+    """A recipe names its command on its first line (`# run: python3 -m seal knowledge eval -c ...`)."""
+    first = path.read_text().splitlines()[0]
+    match = re.fullmatch(rf"# run: python3 -m seal (\w+ \w+) -c configs/{re.escape(path.name)}", first)
+    assert match, f"{path.name}: first line must be '# run: python3 -m seal <command> -c configs/{path.name}'"
+    return COMMAND_CONFIGS[match.group(1)]
 runner = CliRunner()
-
-
-@pytest.fixture
-def tiny_dir(tiny_lm, tmp_path):
-    path = tmp_path / "tiny-model"
-    tiny_lm.model.save_pretrained(path)
-    tiny_lm.tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture
@@ -138,6 +147,26 @@ def test_file_condition_needs_completions_for_every_passage(tiny_dir, passages_f
 @pytest.mark.parametrize("recipe", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_recipe_parses(recipe):
     load_config(recipe_class(recipe), recipe)
+
+
+SMALL = {
+    "knowledge eval": ["--passages", "1"],
+    "knowledge train": ["--train-passages", "2", "--eval-passages", "1", "--rounds", "1", "--k", "2"],
+    "knowledge continual": ["--sequences", "1", "--steps", "2"],
+    "knowledge cpt": ["--passages", "2"],
+}
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "configs").glob("cpu-*.yaml")), ids=lambda p: p.name)
+def test_every_cpu_recipe_runs_as_its_first_line_says(recipe, tiny_dir, tmp_path, monkeypatch):
+    """Each CPU recipe's own command, data paths and settings, on the tiny model with fewer steps."""
+    monkeypatch.chdir(ROOT)
+    command = shlex.split(recipe.read_text().splitlines()[0].removeprefix("# run: "))[3:]
+    args = command + ["--model", str(tiny_dir), "--out", str(tmp_path / "run"), *SMALL[" ".join(command[:2])]]
+    args += ["--set", "adapt.epochs=1", "--set", "sampling.max_new_tokens=8", "--set", "answer.max_new_tokens=4"]
+    result = runner.invoke(app, args + ["--set", "model.dtype=float32"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "results.json").exists()
 
 
 def readme_quickstart() -> list[str]:

@@ -92,14 +92,6 @@ def test_a_saved_round_adapter_rebuilds_the_merged_policy(tiny_lm, tmp_path):
 
 
 @pytest.fixture
-def tiny_dir(tiny_lm, tmp_path):
-    path = tmp_path / "tiny-model"
-    tiny_lm.model.save_pretrained(path)
-    tiny_lm.tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture
 def train_and_eval_files(tmp_path):
     def passage(title, fact, question, answer):
         return {"title": title, "context": fact, "questions": [{"question": question, "answer": answer}]}
@@ -252,13 +244,3 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_records(tiny_dir, train_a
     assert results[0] == results[1]
     assert [p.name for p in (killed / "policy").iterdir()] == ["round-1"]  # no half-written checkpoint left
 
-
-def test_the_cpu_train_recipe_runs(tiny_dir, tmp_path, monkeypatch, shared_data):
-    """configs/cpu-train.yaml as shipped (its data paths, its settings), on the tiny model and fewer steps."""
-    monkeypatch.chdir(ROOT)
-    args = ["knowledge", "train", "-c", "configs/cpu-train.yaml", "--model", str(tiny_dir), "--out", str(tmp_path / "run"),
-            "--train-passages", "2", "--eval-passages", "1", "--rounds", "1", "--k", "2", "--set", "adapt.epochs=1",
-            "--set", "sampling.max_new_tokens=8", "--set", "answer.max_new_tokens=4", "--set", "model.dtype=float32"]  # fmt: skip
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["n_train_passages"] == 2

@@ -29,10 +29,8 @@ def fresh_peft_model(lm: LoadedModel, seed: int, cfg: AdaptConfig):
     return get_peft_model(lm.model, peft_cfg)
 
 
-def train_peft_adapter(lm: LoadedModel, documents: list[str], seed: int, cfg: AdaptConfig):
-    """A fresh peft adapter trained on `documents`; returns the peft model and its per-step losses."""
-    model = fresh_peft_model(lm, seed, cfg)
-    params = [p for p in model.parameters() if p.requires_grad]
+def train_plain(model, params: list[torch.nn.Parameter], lm: LoadedModel, documents: list[str], seed: int, cfg: AdaptConfig) -> list[float]:
+    """The paper's inner loop written plainly: batch 1, AdamW, linear decay, clipping; returns per-step losses."""
     optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     docs = tokenize_documents(lm, documents, cfg)
     order = document_order(len(docs), cfg.epochs, seed)
@@ -52,7 +50,27 @@ def train_peft_adapter(lm: LoadedModel, documents: list[str], seed: int, cfg: Ad
         optimiser.zero_grad()
         losses.append(loss.item())
     model.eval()
-    return model, losses
+    return losses
+
+
+def train_peft_adapter(lm: LoadedModel, documents: list[str], seed: int, cfg: AdaptConfig):
+    """A fresh peft adapter trained on `documents`; returns the peft model and its per-step losses."""
+    model = fresh_peft_model(lm, seed, cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return model, train_plain(model, params, lm, documents, seed, cfg)
+
+
+def train_full(lm: LoadedModel, documents: list[str], seed: int, cfg: AdaptConfig) -> list[float]:
+    """Every weight of `lm.model` trained on `documents`, in place (the caller keeps a copy to restore)."""
+    params = list(lm.model.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        return train_plain(lm.model, params, lm, documents, seed, cfg)
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
 
 
 def adapt_and_score_peft(

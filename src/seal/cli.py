@@ -11,7 +11,13 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from seal.config import KnowledgeEvalConfig, KnowledgeTrainConfig, load_config
+from seal.config import (
+    KnowledgeContinualConfig,
+    KnowledgeCPTConfig,
+    KnowledgeEvalConfig,
+    KnowledgeTrainConfig,
+    load_config,
+)
 from seal.domains.knowledge import DataError
 from seal.models import ModelLoadError
 from seal.store import RunConfigMismatch
@@ -114,17 +120,83 @@ def knowledge_train(
     console.print(f"run directory: {out} (results.json, policy/, config.yaml); `seal report {out}` for plots")
 
 
+@knowledge_app.command("continual")
+def knowledge_continual(
+    config: ConfigOpt = None,
+    model: Annotated[Optional[str], typer.Option(help="'embedded', a hub id or a local directory")] = None,
+    data: Annotated[Optional[str], typer.Option(help="passages file (SEAL format)")] = None,
+    sequences: Annotated[Optional[int], typer.Option(help="independent sequences, averaged")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="passages per sequence")] = None,
+    mitigations: Annotated[Optional[str], typer.Option(help="comma-separated: none,replay")] = None,
+    out: Annotated[Path, typer.Option(help="run directory; re-running resumes it")] = Path("runs/knowledge-continual"),
+    set_: SetOpt = None,
+) -> None:
+    """Self-edits merged one passage after another: the forgetting matrix, with and without a mitigation."""
+    from seal.experiments.knowledge_continual import KnowledgeContinual
+
+    flags = {
+        "model.name": model,
+        "data": data,
+        "sequences": sequences,
+        "steps": steps,
+        "mitigations": f"[{mitigations}]" if mitigations else None,
+    }
+    cfg = resolve(KnowledgeContinualConfig, config, flags, set_)
+    try:
+        KnowledgeContinual(cfg, out, console).run()
+    except USER_ERRORS as err:
+        fail(str(err))
+    show_report(out)
+
+
+@knowledge_app.command("cpt")
+def knowledge_cpt(
+    config: ConfigOpt = None,
+    model: Annotated[Optional[str], typer.Option(help="'embedded', a hub id or a local directory")] = None,
+    data: Annotated[Optional[str], typer.Option(help="passages file (SEAL format)")] = None,
+    passages: Annotated[Optional[int], typer.Option(help="passages absorbed together (paper: 200, 2067)")] = None,
+    conditions: Annotated[Optional[str], typer.Option(help="comma-separated, e.g. base,passage,implications,file")] = None,
+    self_edits: Annotated[Optional[str], typer.Option("--self-edits", help="file with completions for 'file'")] = None,
+    method: Annotated[Optional[str], typer.Option(help="lora | full")] = None,
+    out: Annotated[Path, typer.Option(help="run directory; re-running resumes it")] = Path("runs/knowledge-cpt"),
+    set_: SetOpt = None,
+) -> None:
+    """Continued pretraining: one update on the self-edits of n passages, evaluated on all their questions."""
+    from seal.experiments.knowledge_cpt import KnowledgeCPT
+
+    flags = {
+        "model.name": model,
+        "data": data,
+        "passages": passages,
+        "conditions": f"[{conditions}]" if conditions else None,
+        "self_edits_file": self_edits,
+        "method": method,
+    }
+    cfg = resolve(KnowledgeCPTConfig, config, flags, set_)
+    try:
+        KnowledgeCPT(cfg, out, console).run()
+    except USER_ERRORS as err:
+        fail(str(err))
+    show_report(out)
+
+
+def show_report(run: Path) -> None:
+    from seal.report import write_report
+
+    report = write_report(run)
+    console.print(report.read_text(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"run directory: {run}; report: {report} (plots beside it)")
+
+
 @app.command("report")
 def report(run: Annotated[Path, typer.Argument(help="a finished run directory")]) -> None:
     """Tables and PNG plots of a run, and RUN/report/report.md embedding them."""
-    from seal.report import ReportError, write_report
+    from seal.report import ReportError
 
     try:
-        path = write_report(run)
+        show_report(run)
     except ReportError as err:
         fail(str(err))
-    console.print(path.read_text(), markup=False, highlight=False, soft_wrap=True)
-    console.print(f"report: {path} (plots beside it)")
 
 
 @app.command("grade-check")

@@ -153,6 +153,53 @@ class KnowledgeTrainConfig(Section):
     seed: int = 0
 
 
+class KnowledgeContinualConfig(Section):
+    """`seal knowledge continual`: self-edits applied one passage after another, each merged into the
+    model; accuracy on every earlier passage after every step (the paper's forgetting matrix)."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: str = Field("../shared/data/squad/squad_val.json", description="passages file (SEAL format)")
+    sequences: int = Field(2, ge=1, description="independent sequences, averaged")
+    steps: int = Field(4, ge=1, description="passages per sequence (paper: 8)")
+    paper_subset: bool = Field(True, description="draw passages in the paper subset's seed-42 order")
+    variant: str = "implications"
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    split_lines: bool = True
+    mitigations: list[Literal["none", "replay"]] = Field(
+        default_factory=lambda: ["none", "replay"],
+        description="none: train on the new self-edit only; replay: add documents of earlier self-edits",
+    )
+    replay_documents: int = Field(4, ge=1, description="earlier documents mixed into each new plan under replay")
+    metric: str = Field("verdict", description="metric of the forgetting matrix (every metric is recorded)")
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
+    answer: AnswerConfig = Field(default_factory=AnswerConfig)
+    judge: JudgeConfig | None = None
+    seed: int = 0
+
+
+class KnowledgeCPTConfig(Section):
+    """`seal knowledge cpt`: continued pretraining on the self-edits of many passages at once, evaluated
+    on all their questions (the paper's n=200 and n=2067 multi-passage settings)."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: str = Field("../shared/data/squad/squad_val.json", description="passages file (SEAL format)")
+    passages: int | None = Field(200, description="n passages absorbed together (paper: 200 or all 2067); None = all")
+    paper_subset: bool = True
+    conditions: list[str] = Field(
+        default_factory=lambda: ["base", "passage", "implications"],
+        description="base (no training), passage (passages only), a self-edit variant, or file",
+    )
+    self_edits_file: str | None = Field(None, description="file with `completions` for the 'file' condition")
+    method: Literal["lora", "full"] = Field("lora", description="one LoRA for all passages, or a full fine-tune")
+    split_lines: bool = True
+    reward: str = Field("verdict", description="headline metric (every metric is recorded)")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    adapt: AdaptConfig = Field(default_factory=lambda: AdaptConfig(epochs=2), description="the training run over all documents")
+    answer: AnswerConfig = Field(default_factory=AnswerConfig)
+    judge: JudgeConfig | None = None
+    seed: int = 0
+
+
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node = data

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from seal.config import PolicyConfig
 from seal.models import LoadedModel
+from seal.store import atomic_directory
 
 
 @dataclass(frozen=True)
@@ -117,14 +117,9 @@ def sft(lm: LoadedModel, examples: list[SFTExample], cfg: PolicyConfig, seed: in
 
 
 def save_adapter(model: PeftModel, directory: Path) -> Path:
-    """Written beside its final name and renamed into place: a directory under the final name is whole."""
-    directory = Path(directory)
-    partial = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.rmtree(directory, ignore_errors=True)
-    model.save_pretrained(partial)
-    partial.rename(directory)
-    return directory
+    with atomic_directory(directory) as partial:
+        model.save_pretrained(partial)
+    return Path(directory)
 
 
 def merge(model: PeftModel) -> None:

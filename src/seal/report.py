@@ -104,16 +104,20 @@ def train_report(results: dict, out: Path) -> str:
 # --- single-passage evaluation runs -----------------------------------------------------------------
 
 
-def eval_report(results: dict, out: Path) -> str:
-    conditions = results["conditions"]
-    metrics = list(next(iter(conditions.values()))["macro"])
+def _conditions_chart(conditions: dict, metrics: list[str], path: Path) -> str:
     names = list(conditions)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6))
     for ax, metric in zip(axes, metrics):
         ax.bar(names, [conditions[c]["macro"][metric] for c in names], color="tab:blue")
         ax.set_title(metric)
         ax.tick_params(axis="x", rotation=60, labelsize=7)
-    png = _save(fig, out / "conditions.png")
+    return _save(fig, path)
+
+
+def eval_report(results: dict, out: Path) -> str:
+    conditions = results["conditions"]
+    metrics = list(next(iter(conditions.values()))["macro"])
+    png = _conditions_chart(conditions, metrics, out / "conditions.png")
     rows = [
         [name, *[_fmt(row["macro"][m]) for m in metrics], f"{row['gain']:+.3f}", str(row["n_self_edits"] or "-"),
          _fmt(row["seconds_per_self_edit"], ".1f")]
@@ -127,9 +131,65 @@ def eval_report(results: dict, out: Path) -> str:
     ])  # fmt: skip
 
 
+def cpt_report(results: dict, out: Path) -> str:
+    conditions = results["conditions"]
+    metrics = list(next(iter(conditions.values()))["macro"])
+    png = _conditions_chart(conditions, metrics, out / "conditions.png")
+    rows = []
+    for name, row in conditions.items():
+        t = row["training"]
+        rows.append([name, *[_fmt(row["macro"][m]) for m in metrics],
+                     f"{t['loss_first']:.3f} → {t['loss_last']:.3f} ({t['steps']} steps)" if t else "-",
+                     _fmt(t and t["seconds"], ".0f")])  # fmt: skip
+    return "\n\n".join([
+        f"# Multi-passage (continued pretraining): {results['model']}",
+        f"{results['n_passages']} passages absorbed together ({results['method']}), {results['n_questions']} questions; "
+        "macro-averages over passages.",
+        _markdown_table(["condition", *metrics, "training loss", "seconds"], rows),
+        f"![conditions]({png})",
+    ])  # fmt: skip
+
+
+# --- continual self-edits ----------------------------------------------------------------------------
+
+
+def continual_report(results: dict, out: Path) -> str:
+    metric, arms, T = results["metric"], results["arms"], results["steps"]
+    values = [x for arm in arms.values() for row in arm["matrix"] for x in row if x is not None]
+    fig, axes = plt.subplots(1, len(arms), figsize=(4.2 * len(arms), 3.8), squeeze=False)
+    for ax, (name, arm) in zip(axes[0], arms.items()):
+        grid = [[float("nan") if x is None else x for x in row] for row in arm["matrix"]]
+        image = ax.imshow(grid, vmin=min(values), vmax=max(values), cmap="viridis")
+        for t in range(T):
+            for j in range(t + 1):
+                ax.text(j, t, f"{grid[t][j]:.2f}", ha="center", va="center", fontsize=7, color="white")
+        ax.set(xlabel="passage", ylabel="after step", title=f"{name}: forgetting {arm['forgetting']:+.3f}",
+               xticks=range(T), yticks=range(T))  # fmt: skip
+    fig.colorbar(image, ax=axes[0].tolist(), label=metric)
+    png = out.joinpath("forgetting.png")
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    rows = [[name, _fmt(arm["just_learned"]), _fmt(arm["final_mean"]), f"{arm['forgetting']:+.3f}"] for name, arm in arms.items()]
+    matrices = []
+    for name, arm in arms.items():
+        body = [[str(t), *[_fmt(x) for x in row]] for t, row in enumerate(arm["matrix"])]
+        matrices.append(f"**{name}** ({metric}, rows: after step t, columns: passage j)\n\n"
+                        + _markdown_table(["step", *map(str, range(T))], body))  # fmt: skip
+    return "\n\n".join([
+        f"# Continual self-edits: {results['model']}",
+        f"{len(results['sequences'])} sequence(s) of {T} passages, each self-edit merged in turn; {metric} on every "
+        f"earlier passage after every step, mean over sequences. Before any update: {results['before_mean']:.3f}.",
+        _markdown_table(["mitigation", "just learned (diagonal)", "after the last step", "forgetting"], rows),
+        *matrices,
+        f"![forgetting matrices]({png.name})",
+    ])  # fmt: skip
+
+
 REPORTS: dict[str, Callable[[dict, Path], str]] = {
     "seal.knowledge.train/1": train_report,
     "seal.knowledge.eval/1": eval_report,
+    "seal.knowledge.continual/1": continual_report,
+    "seal.knowledge.cpt/1": cpt_report,
 }
 
 

@@ -8,8 +8,10 @@ command reads what is there and does only the rest.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,19 @@ from seal.config import dump_config
 
 CONFIG_FILE = "config.yaml"
 STORE_FILE = "store.sqlite"
+
+
+@contextmanager
+def atomic_directory(directory: str | Path) -> Iterator[Path]:
+    """Yields a scratch path to fill; renamed to `directory` only when the block ends without error,
+    so a directory under its final name is always whole (a checkpoint killed mid-write is never used)."""
+    directory = Path(directory)
+    partial = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(directory, ignore_errors=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    yield partial
+    partial.rename(directory)
 
 
 class RunConfigMismatch(RuntimeError):

@@ -118,7 +118,7 @@ class KnowledgeEval:
             for passage in self.passages:
                 for i, text in enumerate(self.self_edits(condition, passage, sampled)):
                     plan = knowledge.plan(passage, text, variant, self.cfg.split_lines)
-                    items.append(PlanItem(f"{condition}/{passage.key}/{i}", passage, plan.documents))
+                    items.append(PlanItem(f"{condition}/{passage.key}/{i}", [passage], plan.documents))
         return items
 
     def run(self) -> dict:

@@ -60,10 +60,10 @@ def progress_bar(console: Console) -> Progress:
 
 @dataclass
 class PlanItem:
-    """One adaptation to run: which passage, which documents, filed under `key`."""
+    """One adaptation to run: train on `documents`, answer the questions of `passages`, file under `key`."""
 
     key: str
-    passage: Passage
+    passages: list[Passage]
     documents: list[str]
 
 
@@ -143,7 +143,9 @@ class KnowledgeSteps:
             return
         lm = self.model()
         jobs = [
-            AdaptJob(item.key, item.documents, probes_for(lm, item.passage), stable_seed(self.seed, item.key))
+            AdaptJob(
+                item.key, item.documents, [q for p in item.passages for q in probes_for(lm, p)], stable_seed(self.seed, item.key)
+            )
             for item in items
         ]
         adapter_dir = self.store.dir / "adapters" if self.adapt_cfg.keep_adapters else None

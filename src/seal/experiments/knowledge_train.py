@@ -140,9 +140,9 @@ class KnowledgeTrain:
             self.steps.sample(f"e{p}/{cfg.variant}", passages, cfg.variant, sampling)
             plans = self._plans(f"e{p}/{cfg.variant}", passages, cfg.eval_k)
             by_key = {q.key: q for q in passages}
-            items = [PlanItem(f"e{p}/{cfg.variant}/{k}", by_key[k.split("/")[0]], plan.documents) for k, plan in plans.items()]
+            items = [PlanItem(f"e{p}/{cfg.variant}/{k}", [by_key[k.split("/")[0]]], plan.documents) for k, plan in plans.items()]
             if p == 0 and "passage" in cfg.baselines:
-                items += [PlanItem(f"e0/passage/{q.key}/0", q, knowledge.plan(q, "").documents) for q in passages]
+                items += [PlanItem(f"e0/passage/{q.key}/0", [q], knowledge.plan(q, "").documents) for q in passages]
             self.steps.adapt(items, f"e{p}: adapting and scoring")
 
     # --- one round of training -------------------------------------------------------------------
@@ -173,7 +173,7 @@ class KnowledgeTrain:
             plans = self._plans(f"{prefix}/{cfg.variant}", passages, cfg.sampling.k)
             by_key = {q.key: q for q in passages}
             items = [
-                PlanItem(f"{prefix}/{cfg.variant}/{k}/{rep}", by_key[k.split("/")[0]], plan.documents)
+                PlanItem(f"{prefix}/{cfg.variant}/{k}/{rep}", [by_key[k.split("/")[0]]], plan.documents)
                 for k, plan in plans.items()
                 if plan.self_edit_documents > 0  # an unusable self-edit is recorded with no reward, not trained on
                 for rep in range(cfg.repeats)

@@ -1,0 +1,166 @@
+"""Continual self-edits: does absorbing passage t erase passages 1..t-1?
+
+For each sequence of T passages and each mitigation arm, starting from the same initial
+weights: train an adapter on passage t's plan, merge it into the model, then answer the
+questions of passages 1..t closed-book. Row t of the forgetting matrix holds those scores.
+
+Self-edits are written once, by the initial model, before any update, so every arm trains
+on the very same self-edits and differs only by its mitigation:
+- none: the plan of passage t alone (the paper's setting);
+- replay: the plan plus `replay_documents` documents drawn from the plans of passages < t.
+
+Each step's adapter is saved (peft format) before it is merged, and merged from the saved
+file, so a resumed run rebuilds the model of step t exactly without training it again.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from seal import policy
+from seal.adapters import AdapterBank
+from seal.config import KnowledgeContinualConfig
+from seal.domains import knowledge
+from seal.domains.knowledge import Passage
+from seal.experiments.knowledge_eval import ModelOnDemand, check_reward, metrics_for, select_passages
+from seal.experiments.knowledge_steps import KnowledgeSteps, mean, stable_seed
+from seal.grading import LLMJudge
+from seal.store import RunStore, atomic_directory
+from seal.training import TrainJob, train_adapters
+
+RESULTS_FILE = "results.json"
+SELF_EDITS = "self-edits"
+
+
+class KnowledgeContinual:
+    def __init__(self, cfg: KnowledgeContinualConfig, out: str | Path, console: Console | None = None):
+        if cfg.variant not in knowledge.VARIANTS:
+            raise ValueError(f"unknown self-edit variant {cfg.variant!r}; choose from {', '.join(knowledge.VARIANTS)}")
+        check_reward(cfg.metric, cfg.judge)
+        self.cfg = cfg
+        self.console = console or Console()
+        pool = select_passages(cfg.data, cfg.sequences * cfg.steps, cfg.paper_subset)
+        if len(pool) < cfg.sequences * cfg.steps:
+            raise ValueError(f"{cfg.data} has {len(pool)} passages; {cfg.sequences} x {cfg.steps} are needed")
+        self.sequences = [pool[s * cfg.steps : (s + 1) * cfg.steps] for s in range(cfg.sequences)]
+        self.store = RunStore(out, cfg)
+        self.model = ModelOnDemand(cfg.model)
+        self.steps = KnowledgeSteps(
+            self.store,
+            self.model,
+            adapt=cfg.adapt,
+            answer=cfg.answer,
+            judge=LLMJudge(cfg.judge) if cfg.judge else None,
+            seed=cfg.seed,
+            console=self.console,
+        )
+        self._initial: dict[str, torch.Tensor] | None = None
+
+    def _restore_initial(self) -> None:
+        """Back to the weights the run started from (only the adapted layers ever change)."""
+        lm = self.model()
+        bank = getattr(lm.model, "_seal_bank", None)
+        if bank is not None:
+            bank.detach()
+        targets = {
+            name: module.weight
+            for name, module in lm.model.named_modules()
+            if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in self.cfg.adapt.lora.targets
+        }
+        if self._initial is None:
+            self._initial = {name: w.detach().clone() for name, w in targets.items()}
+        with torch.no_grad():
+            for name, w in targets.items():
+                w.copy_(self._initial[name])
+
+    def plan_documents(self, s: int) -> list[list[str]]:
+        sampled = self.store.all("self_edits")
+        return [
+            knowledge.plan(p, sampled[f"{SELF_EDITS}/{p.key}/0"]["text"], self.cfg.variant, self.cfg.split_lines).documents
+            for p in self.sequences[s]
+        ]
+
+    def documents(self, s: int, arm: str, t: int) -> list[str]:
+        plans = self.plan_documents(s)
+        if arm == "none" or t == 0:
+            return plans[t]
+        earlier = [d for plan in plans[:t] for d in plan]
+        rng = random.Random(stable_seed(self.cfg.seed, "replay", s, t))
+        return plans[t] + rng.sample(earlier, min(self.cfg.replay_documents, len(earlier)))
+
+    def run_arm(self, s: int, arm: str) -> None:
+        passages = self.sequences[s]
+        prefix = f"s{s}/{arm}"
+        if all(self.store.get("answers", f"{prefix}/t{t}/{passages[t].key}/0") for t in range(len(passages))):
+            return
+        self._restore_initial()
+        lm = self.model()
+        for t, passage in enumerate(passages):
+            step_key = f"{prefix}/t{t}"
+            record = self.store.get("steps", step_key)
+            if record is None:
+                bank = AdapterBank.attach(lm.model, self.cfg.adapt.lora, 1)
+                # Both arms start passage t from the same adapter initialisation and document-order seed.
+                stats = train_adapters(lm, bank, [TrainJob(self.documents(s, arm, t), stable_seed(self.cfg.seed, s, t))], self.cfg.adapt)
+                directory = self.store.dir / "continual" / prefix / f"step-{t}"
+                with atomic_directory(directory) as partial:
+                    bank.save(0, partial, base_model=lm.name)
+                record = {"adapter": str(directory.relative_to(self.store.dir)), "losses": stats.first_last(0),
+                          "documents": len(self.documents(s, arm, t))}  # fmt: skip
+                self.store.put("steps", step_key, record)
+            policy.apply_adapter(lm, self.store.dir / record["adapter"])
+            self.steps.answer(step_key, passages[: t + 1])
+
+    def run(self) -> dict:
+        everything = [p for seq in self.sequences for p in seq]
+        sampling = self.cfg.sampling.model_copy(update={"k": 1})
+        self.steps.sample(SELF_EDITS, everything, self.cfg.variant, sampling)  # all by the initial model
+        self.steps.answer("before", everything)
+        for s in range(self.cfg.sequences):
+            for arm in self.cfg.mitigations:
+                self.run_arm(s, arm)
+        results = summarise(self.cfg, self.sequences, self.store)
+        (self.store.dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+        return results
+
+
+def summarise(cfg: KnowledgeContinualConfig, sequences: list[list[Passage]], store: RunStore) -> dict:
+    """matrix[t][j] = score on passage j after step t (j <= t; None above the diagonal), mean over sequences."""
+    answers, metric, T = store.all("answers"), cfg.metric, cfg.steps
+
+    def score(key: str) -> float:
+        return mean([q[metric] for q in answers[key]])
+
+    arms = {}
+    for arm in cfg.mitigations:
+        per_sequence = [
+            [[score(f"s{s}/{arm}/t{t}/{seq[j].key}/0") if j <= t else None for j in range(T)] for t in range(T)]
+            for s, seq in enumerate(sequences)
+        ]
+        matrix = [[None if j > t else mean([m[t][j] for m in per_sequence]) for j in range(T)] for t in range(T)]
+        # Forgetting of passage j: its score right after it was learned minus its score at the end.
+        forgetting = [matrix[j][j] - matrix[T - 1][j] for j in range(T - 1)]
+        arms[arm] = {
+            "matrix": matrix,
+            "per_sequence": per_sequence,
+            "just_learned": mean([matrix[t][t] for t in range(T)]),
+            "final_mean": mean(matrix[T - 1]),
+            "forgetting": mean(forgetting) if forgetting else 0.0,
+        }
+    before = [[score(f"before/{p.key}/0") for p in seq] for seq in sequences]
+    return {
+        "schema": "seal.knowledge.continual/1",
+        "model": cfg.model.name,
+        "metric": metric,
+        "steps": T,
+        "sequences": [[p.key for p in seq] for seq in sequences],
+        "before": [mean([b[j] for b in before]) for j in range(T)],
+        "before_mean": statistics.fmean(x for b in before for x in b),
+        "arms": arms,
+    }
