@@ -43,9 +43,22 @@ def test_training_changes_only_adapters_and_lowers_loss(tiny_lm):
     assert all(layer.lora_B.abs().sum() > 0 for layer in bank.layers.values())
 
 
-def test_adapters_trained_together_match_adapters_trained_alone(tiny_lm):
-    cfg = small_cfg()
-    jobs = [TrainJob(d, seed=10 + i) for i, d in enumerate(DOCS)]
+ARC_LIKE = [("Question: Who won?\nAnswer:", " the Denver Broncos"), ("Topic: Geography.", " Paris")]
+
+
+@pytest.mark.parametrize(
+    "cfg, jobs",
+    [
+        (small_cfg(), [TrainJob(d, seed=10 + i) for i, d in enumerate(DOCS)]),
+        # ARC-style: completion-only documents, per-job lr/epochs, batch 2, cosine with warm-up.
+        (
+            small_cfg(batch_size=2, schedule="cosine", warmup_ratio=0.25),
+            [TrainJob(DOCS[0] + ARC_LIKE, seed=1, lr=5e-3, epochs=2), TrainJob(ARC_LIKE, seed=2, epochs=4), TrainJob(DOCS[1], seed=3)],
+        ),
+    ],
+    ids=["paper-knowledge", "batch2-cosine-per-job"],
+)
+def test_adapters_trained_together_match_adapters_trained_alone(tiny_lm, cfg, jobs):
     bank = AdapterBank.attach(tiny_lm.model, cfg.lora, slots=3)
     together = train_adapters(tiny_lm, bank, jobs, cfg)
     together_weights = [bank.state_dict(i) for i in range(3)]

@@ -18,7 +18,7 @@ from peft import get_peft_model
 from seal.config import AdaptConfig, AnswerConfig
 from seal.grading import LLMJudge
 from seal.models import LoadedModel
-from seal.training import document_order, tokenize_documents
+from seal.training import document_order, learning_rate, tokenize_documents
 
 
 def fresh_peft_model(lm: LoadedModel, seed: int, cfg: AdaptConfig):
@@ -30,11 +30,13 @@ def fresh_peft_model(lm: LoadedModel, seed: int, cfg: AdaptConfig):
 
 
 def train_plain(model, params: list[torch.nn.Parameter], lm: LoadedModel, documents: list[str], seed: int, cfg: AdaptConfig) -> list[float]:
-    """The paper's inner loop written plainly: batch 1, AdamW, linear decay, clipping; returns per-step losses."""
+    """The paper's inner loop written plainly: batch 1, AdamW, the configured decay, clipping; returns per-step losses."""
+    if cfg.batch_size != 1:
+        raise ValueError("the plain (peft) inner loop trains at batch size 1; use engine: batched for adapt.batch_size > 1")
     optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     docs = tokenize_documents(lm, documents, cfg)
     order = document_order(len(docs), cfg.epochs, seed)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: max(0.0, 1 - step / len(order)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: learning_rate(cfg, 1.0, step, len(order)))
     model.train()
     losses = []
     for index in order:

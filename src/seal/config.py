@@ -56,6 +56,9 @@ class AdaptConfig(Section):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = 0.0
     max_grad_norm: float = Field(1.0, description="per-adapter clipping, as HF Trainer's default; 0 disables")
+    batch_size: int = Field(1, ge=1, description="documents per optimiser step of each adapter (paper: 1 knowledge, 2 ARC)")
+    schedule: Literal["linear", "cosine"] = Field("linear", description="learning-rate decay over each adapter's own steps")
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of each adapter's steps spent warming up")
     max_doc_tokens: int = Field(512, ge=8, description="documents are truncated to this many tokens")
     loss_on_padding: bool = Field(
         False,

@@ -7,10 +7,13 @@ decay over its own step count), so adapters with fewer documents simply finish e
 
 from __future__ import annotations
 
+import math
 import random
 import warnings
 from dataclasses import dataclass, field
 
+
+import torch
 
 from seal.adapters import AdapterBank, StackedAdamW
 from seal.config import AdaptConfig
@@ -18,10 +21,15 @@ from seal.models import LoadedModel
 from seal.packing import pack, packed_forward, per_sequence_loss
 
 
+Document = str | tuple[str, str]  # text trained on whole, or (prompt, completion) trained on the completion only
+
+
 @dataclass
 class TrainJob:
-    documents: list[str]
+    documents: list[Document]
     seed: int  # fixes the adapter's initialisation and its document order
+    lr: float | None = None  # this job's own settings (an ARC self-edit chooses them); None = the config's
+    epochs: int | None = None
 
 
 @dataclass
@@ -44,11 +52,28 @@ def document_order(n_docs: int, epochs: int, seed: int) -> list[int]:
     return order
 
 
-def tokenize_documents(lm: LoadedModel, documents: list[str], cfg: AdaptConfig) -> list[tuple[list[int], list[bool]]]:
+def learning_rate(cfg: AdaptConfig, peak: float, step: int, total: int) -> float:
+    """HF's schedules: linear warm-up over the first warmup_ratio of the steps, then linear or cosine decay to 0."""
+    warmup = int(cfg.warmup_ratio * total)
+    if step < warmup:
+        return peak * step / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    if cfg.schedule == "cosine":
+        return peak * max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return peak * max(0.0, 1.0 - progress)
+
+
+def tokenize_documents(lm: LoadedModel, documents: list[Document], cfg: AdaptConfig) -> list[tuple[list[int], list[bool]]]:
     """Token ids and a loss mask per document (the paper's padding quirk adds trained-on pad tokens)."""
     tok = lm.tokenizer
     out = []
     for doc in documents:
+        if isinstance(doc, tuple):
+            prompt = tok(doc[0], add_special_tokens=True).input_ids
+            completion = tok(doc[1], add_special_tokens=False).input_ids + [tok.eos_token_id]
+            ids, loss = (prompt + completion)[: cfg.max_doc_tokens], ([False] * len(prompt) + [True] * len(completion))[: cfg.max_doc_tokens]
+            out.append((ids, loss))
+            continue
         ids = tok(doc, add_special_tokens=True).input_ids[: cfg.max_doc_tokens]
         loss = [True] * len(ids)
         if cfg.loss_on_padding and len(ids) < cfg.pad_to:
@@ -68,28 +93,36 @@ def train_adapters(lm: LoadedModel, bank: AdapterBank, jobs: list[TrainJob], cfg
     for slot, job in enumerate(jobs):
         bank.reset(slot, job.seed)
     docs = [tokenize_documents(lm, job.documents, cfg) for job in jobs]
-    orders = [document_order(len(d), cfg.epochs, job.seed) for d, job in zip(docs, jobs)]
+    orders = [document_order(len(d), job.epochs or cfg.epochs, job.seed) for d, job in zip(docs, jobs)]
+    # Each adapter takes batch_size documents per optimiser step, in its own order.
+    steps = [[order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)] for order in orders]
     stats = TrainStats(losses=[[] for _ in jobs])
     bank.model.train()
     for layer in bank.layers.values():
         layer.lora_A.requires_grad_(True)
         layer.lora_B.requires_grad_(True)
     try:
-        for step in range(max((len(o) for o in orders), default=0)):
-            active_jobs = [j for j, order in enumerate(orders) if step < len(order)]
-            batch = pack([docs[j][orders[j][step]] for j in active_jobs], device)
-            with bank.route(active_jobs, batch["lengths"]), packed_forward(lm.model, batch["lengths"]):
+        for step in range(max((len(s) for s in steps), default=0)):
+            active_jobs = [j for j, job_steps in enumerate(steps) if step < len(job_steps)]
+            owners = [j for j in active_jobs for _ in steps[j][step]]
+            batch = pack([docs[j][d] for j in active_jobs for d in steps[j][step]], device)
+            with bank.route(owners, batch["lengths"]), packed_forward(lm.model, batch["lengths"]):
                 logits = lm.model(
                     input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
                 ).logits[0]
-            losses = per_sequence_loss(logits, batch["labels"], batch["segment"], len(active_jobs))
+            sequence_losses = per_sequence_loss(logits, batch["labels"], batch["segment"], len(owners))
+            # An adapter's loss is the mean over its documents of the step (HF's batch mean).
+            owner_index = torch.tensor([active_jobs.index(j) for j in owners], device=device)
+            losses = torch.zeros(len(active_jobs), device=device).index_add(0, owner_index, sequence_losses)
+            losses = losses / torch.tensor([len(steps[j][step]) for j in active_jobs], device=device)
             optimiser.zero_grad(active_jobs)
             with warnings.catch_warnings():
                 # The bank's gradients are strided views into one buffer on purpose (see AdapterBank._flatten).
                 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
                 losses.sum().backward()
-            # HF's linear schedule without warm-up: the k-th update of an adapter uses lr * (1 - k / total).
-            lrs = [cfg.lr * max(0.0, 1 - optimiser.steps[j].item() / len(orders[j])) for j in active_jobs]
+            lrs = [
+                learning_rate(cfg, jobs[j].lr or cfg.lr, int(optimiser.steps[j].item()), len(steps[j])) for j in active_jobs
+            ]
             optimiser.step(active_jobs, lrs, cfg.max_grad_norm)
             for j, loss in zip(active_jobs, losses.tolist()):
                 stats.losses[j].append(loss)
