@@ -11,16 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import build_tiny_model
 from typer.testing import CliRunner
 
 from seal import policy
 from seal.cli import app
 from seal.config import PolicyConfig
-from seal.experiments.knowledge_train import select
 from seal.models import LoadedModel
+from seal.policy import select
 from seal.sampling import continuation_logprobs
-
-from conftest import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -3,8 +3,8 @@ import torch
 
 from seal.adapters import AdapterBank
 from seal.config import AdaptConfig, LoraConfig
-from seal.sampling import continuation_logprobs
 from seal.packing import pack, packed_forward
+from seal.sampling import continuation_logprobs
 from seal.training import TrainJob, train_adapters
 
 DOCS = [

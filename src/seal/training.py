@@ -12,14 +12,12 @@ import random
 import warnings
 from dataclasses import dataclass, field
 
-
 import torch
 
 from seal.adapters import AdapterBank, StackedAdamW
 from seal.config import AdaptConfig
 from seal.models import LoadedModel
 from seal.packing import pack, packed_forward, per_sequence_loss
-
 
 Document = str | tuple[str, str]  # text trained on whole, or (prompt, completion) trained on the completion only
 

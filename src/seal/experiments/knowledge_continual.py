@@ -28,9 +28,10 @@ from seal.adapters import AdapterBank
 from seal.config import KnowledgeContinualConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage
-from seal.experiments.knowledge_eval import ModelOnDemand, check_reward, metrics_for, select_passages
+from seal.experiments.knowledge_eval import check_reward, select_passages
 from seal.experiments.knowledge_steps import KnowledgeSteps, mean, stable_seed
 from seal.grading import LLMJudge
+from seal.models import ModelOnDemand
 from seal.store import RunStore, atomic_directory
 from seal.training import TrainJob, train_adapters
 

@@ -18,10 +18,22 @@ from seal.baseline import train_full
 from seal.config import KnowledgeCPTConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage
-from seal.experiments.knowledge_eval import ModelOnDemand, check_reward, file_self_edits, metrics_for, select_passages
-from seal.experiments.knowledge_steps import KnowledgeSteps, PlanItem, mean, probes_for, stable_seed
+from seal.experiments.knowledge_eval import (
+    check_reward,
+    file_self_edits,
+    metrics_for,
+    select_passages,
+)
+from seal.experiments.knowledge_steps import (
+    KnowledgeSteps,
+    PlanItem,
+    mean,
+    probes_for,
+    stable_seed,
+)
 from seal.grading import LLMJudge
 from seal.loop import score_probes
+from seal.models import ModelOnDemand
 from seal.store import RunStore
 
 RESULTS_FILE = "results.json"

@@ -20,9 +20,13 @@ from rich.table import Table
 from seal.config import KnowledgeEvalConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import DataError, Passage
-from seal.experiments.knowledge_steps import KnowledgeSteps, PlanItem, summarise_conditions
+from seal.experiments.knowledge_steps import (
+    KnowledgeSteps,
+    PlanItem,
+    summarise_conditions,
+)
 from seal.grading import LLMJudge
-from seal.models import LoadedModel, load_model
+from seal.models import ModelOnDemand
 from seal.store import RunStore
 
 UNADAPTED = ("base", "in-context")
@@ -71,18 +75,6 @@ def file_self_edits(cfg: KnowledgeEvalConfig, passages: list[Passage]) -> dict[s
         where = cfg.self_edits_file or cfg.data
         raise DataError(f"{where}: no completions for {len(missing)} evaluated passage(s), e.g. {missing[0]!r}")
     return out
-
-
-class ModelOnDemand:
-    """Loads the configured model the first time a step needs it."""
-
-    def __init__(self, cfg):
-        self.cfg, self.lm = cfg, None
-
-    def __call__(self) -> LoadedModel:
-        if self.lm is None:
-            self.lm = load_model(self.cfg.name, self.cfg.dtype, chat_template=self.cfg.chat_template)
-        return self.lm
 
 
 class KnowledgeEval:

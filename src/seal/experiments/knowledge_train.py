@@ -32,51 +32,17 @@ from seal.config import KnowledgeTrainConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import DataError, Passage
 from seal.experiments.knowledge_eval import check_reward, metrics_for, select_passages
-from seal.experiments.knowledge_steps import KnowledgeSteps, PlanItem, mean, stable_seed, summarise_conditions
+from seal.experiments.knowledge_steps import (
+    KnowledgeSteps,
+    PlanItem,
+    mean,
+    stable_seed,
+    summarise_conditions,
+)
 from seal.grading import LLMJudge
-from seal.models import LoadedModel, load_model
 from seal.store import RunStore
 
 RESULTS_FILE = "results.json"
-POLICY_DIR = "policy"
-
-
-def select(rewards: dict[int, float | None], how: str) -> list[int]:
-    """Indices of the self-edits to keep; None is an invalid self-edit and is never kept.
-    best: the highest reward (the first on ties), kept even when it does not gain; positive: all > 0."""
-    valid = {i: r for i, r in rewards.items() if r is not None}
-    if not valid:
-        return []
-    if how == "best":
-        return [max(valid, key=lambda i: (valid[i], -i))]
-    if how == "positive":
-        return [i for i, r in sorted(valid.items()) if r > 0]
-    raise ValueError(f"unknown selection {how!r}; choose best or positive")
-
-
-class PolicyOnDemand:
-    """The model at a given policy round: loaded on first need, later rounds' adapters merged in order."""
-
-    def __init__(self, cfg: KnowledgeTrainConfig, store: RunStore):
-        self.cfg, self.store = cfg, store
-        self.lm: LoadedModel | None = None
-        self.applied = 0  # rounds merged into self.lm
-        self.wanted = 0
-
-    def __call__(self) -> LoadedModel:
-        if self.lm is None:
-            m = self.cfg.model
-            self.lm = load_model(m.name, m.dtype, chat_template=m.chat_template)
-        while self.applied < self.wanted:
-            self.applied += 1
-            record = self.store.get("policy", f"r{self.applied}")
-            if record is None:
-                raise RuntimeError(f"policy of round {self.applied} is not recorded")  # a bug, not user input
-            if record["adapter"] is not None:
-                policy.apply_adapter(self.lm, self.store.dir / record["adapter"])
-        if self.applied != self.wanted:
-            raise RuntimeError(f"model holds policy {self.applied}, policy {self.wanted} was asked for")
-        return self.lm
 
 
 class KnowledgeTrain:
@@ -98,7 +64,7 @@ class KnowledgeTrain:
             title = sorted(overlap)[0][0]
             raise DataError(f"{len(overlap)} passage(s) are both training and held-out passages, e.g. {title!r}")
         self.store = RunStore(out, cfg)
-        self.policy = PolicyOnDemand(cfg, self.store)
+        self.policy = policy.PolicyOnDemand(cfg.model, self.store)
         self.steps = KnowledgeSteps(
             self.store,
             self.policy,
@@ -183,33 +149,21 @@ class KnowledgeTrain:
         if self.store.get("selections", f"r{r}/{passages[0].key}") is None:
             self.store.put_many(
                 "selections",
-                [(f"r{r}/{key}", {"rewards": list(rs.values()), "kept": select(rs, cfg.select)}) for key, rs in rewards.items()],
+                [(f"r{r}/{key}", {"rewards": list(rs.values()), "kept": policy.select(rs, cfg.select)}) for key, rs in rewards.items()],
             )
         if self.store.get("policy", f"r{r}") is None:
             with self.timed(f"r{r}/sft"):
                 self.fine_tune(r)
 
     def fine_tune(self, r: int) -> None:
-        cfg, sampled = self.cfg, self.store.all("self_edits")
-        selections = self.store.all("selections")
-        lm = self.policy()
+        sampled, selections = self.store.all("self_edits"), self.store.all("selections")
         examples = [
-            policy.SFTExample(lm.format_prompt(sampled[key]["prompt"]), sampled[key]["text"])
+            (sampled[key]["prompt"], sampled[key]["text"])
             for p in self.train_passages
             for i in selections[f"r{r}/{p.key}"]["kept"]
-            for key in [f"r{r}/train/{cfg.variant}/{p.key}/{i}"]
+            for key in [f"r{r}/train/{self.cfg.variant}/{p.key}/{i}"]
         ]
-        record: dict = {"adapter": None, "examples": len(examples), "losses": []}
-        if examples:
-            began = time.perf_counter()
-            model, losses = policy.sft(lm, examples, cfg.policy, stable_seed(cfg.seed, "sft", r))
-            adapter = policy.save_adapter(model, self.store.dir / POLICY_DIR / f"round-{r}")
-            policy.merge(model)
-            record |= {"adapter": str(adapter.relative_to(self.store.dir)), "losses": losses,
-                       "seconds": time.perf_counter() - began}  # fmt: skip
-        # Recorded only once the adapter is whole on disk; the in-memory model now holds policy r.
-        self.store.put("policy", f"r{r}", record)
-        self.policy.applied = self.policy.wanted = r
+        self.policy.fine_tune(r, examples, self.cfg.policy, stable_seed(self.cfg.seed, "sft", r))
 
     # --- the whole run ---------------------------------------------------------------------------
 

@@ -1,0 +1,112 @@
+"""The ARC self-edit: the model reads the demonstrations and writes a JSON training configuration.
+
+Accepted shape (the paper's switches and settings; nested as below, or all keys at the top level):
+
+    {"data_generation": {"use_basic_augmentations": true, "use_size_augmentations": false,
+                         "use_chain_augmentations": false, "use_repeat_augmentations": false},
+     "training": {"strategy": "train_using_output_tokens", "learning_rate": 1e-4, "num_train_epochs": 2}}
+
+A self-edit that does not parse or breaks a rule gives an invalid `ArcPlan` with the reason;
+it is recorded with reward 0 and never raises.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from seal.domains.arc.format import example_text
+from seal.domains.arc.grids import Task
+
+SWITCHES = {
+    "use_basic_augmentations": "basic",
+    "use_size_augmentations": "size",
+    "use_chain_augmentations": "chain",
+    "use_repeat_augmentations": "repeat",
+}
+STRATEGIES = {"train_using_all_tokens": "all", "train_using_output_tokens": "output"}
+SETTINGS = ("strategy", "learning_rate", "num_train_epochs")
+
+PROMPT = (
+    "You will adapt yourself to a grid puzzle by training on its examples. Each example maps an input "
+    "grid to an output grid (digits are colours).\n\n{examples}\n"
+    "Choose how to train. Reply with one JSON object with these keys:\n"
+    '- "data_generation": true/false for "use_basic_augmentations" (rotations, flips, reflections, '
+    'shifts), "use_size_augmentations" (grids scaled up), "use_chain_augmentations" (rotations then '
+    'scaling), "use_repeat_augmentations" (grids tiled);\n'
+    '- "training": "strategy" ("train_using_all_tokens" or "train_using_output_tokens"), '
+    '"learning_rate" (a number) and "num_train_epochs" (a whole number).\n'
+    "JSON:\n"
+)
+
+
+def self_edit_prompt(task: Task, style: str) -> str:
+    return PROMPT.format(examples="\n".join(example_text(p, style) for p in task.train))
+
+
+@dataclass(frozen=True)
+class ArcPlan:
+    valid: bool
+    reason: str = ""
+    families: tuple[str, ...] = ()
+    strategy: str = "output"  # "all" or "output" tokens in the loss
+    lr: float = 0.0
+    epochs: int = 0
+    raw: dict = field(default_factory=dict, compare=False)
+
+
+def invalid(reason: str) -> ArcPlan:
+    return ArcPlan(valid=False, reason=reason)
+
+
+def first_json_object(text: str) -> dict | None:
+    """The first balanced {...} in the text that parses as a JSON object (models wrap JSON in prose or fences)."""
+    decoder = json.JSONDecoder()
+    for start, char in enumerate(text):
+        if char != "{":
+            continue
+        try:
+            value, _ = decoder.raw_decode(text[start:])
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def parse_self_edit(text: str, max_lr: float = 1e-2, max_epochs: int = 10) -> ArcPlan:
+    data = first_json_object(text)
+    if data is None:
+        return invalid("no JSON object in the self-edit")
+    flat = {**data, **(data.get("data_generation") or {}), **(data.get("training") or {})}
+    missing = [k for k in (*SWITCHES, *SETTINGS) if k not in flat]
+    if missing:
+        return invalid(f"missing key(s): {', '.join(missing)}")
+    for key in SWITCHES:
+        if not isinstance(flat[key], bool):
+            return invalid(f"{key} must be true or false, not {flat[key]!r}")
+    if flat["strategy"] not in STRATEGIES:
+        return invalid(f"unknown strategy {flat['strategy']!r}; expected {' or '.join(STRATEGIES)}")
+    lr, epochs = flat["learning_rate"], flat["num_train_epochs"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= max_lr:
+        return invalid(f"learning_rate {lr!r} is not a number in (0, {max_lr}]")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= max_epochs:
+        return invalid(f"num_train_epochs {epochs!r} is not a whole number in [1, {max_epochs}]")
+    return ArcPlan(
+        valid=True,
+        families=tuple(f for k, f in SWITCHES.items() if flat[k]),
+        strategy=STRATEGIES[flat["strategy"]],
+        lr=float(lr),
+        epochs=epochs,
+        raw=data,
+    )
+
+
+def plan_json(families: tuple[str, ...], strategy: str, lr: float, epochs: int) -> str:
+    """A self-edit as a policy should write it (used for fixed configurations such as the oracle)."""
+    by_family = {f: k for k, f in SWITCHES.items()}
+    by_strategy = {s: k for k, s in STRATEGIES.items()}
+    return json.dumps({
+        "data_generation": {by_family[f]: f in families for f in SWITCHES.values()},
+        "training": {"strategy": by_strategy[strategy], "learning_rate": lr, "num_train_epochs": epochs},
+    })  # fmt: skip

@@ -1,0 +1,108 @@
+"""Test-time training data from a plan, and prediction by augmented voting.
+
+Training data: the task itself and one transformed copy per augmentation the plan switched
+on, each with a random colour permutation and demonstration order, expanded into
+leave-n-out (prompt, output grid) sequences; duplicates and grids over 30x30 dropped, capped.
+
+Prediction: several views of each test input (a symmetry of the square, a colour
+permutation, a shuffled demonstration order), each decoded greedily, mapped back through
+the view's inverse and voted on; the two most voted grids are the attempts.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from seal.domains.arc import augment
+from seal.domains.arc.format import leave_out_sequences, parse_grid, prompt
+from seal.domains.arc.grids import Grid, Task
+from seal.domains.arc.selfedit import ArcPlan, invalid
+
+
+@dataclass(frozen=True)
+class TTTData:
+    plan: ArcPlan  # the plan, made invalid when its data breaks a rule
+    documents: list  # (prompt, completion) for output-token loss, or prompt + completion text for all tokens
+
+
+def training_documents(
+    task: Task, plan: ArcPlan, *, style: str, leave_out: tuple[int, ...], max_examples: int, batch_size: int,
+    max_steps: int, seed: int, fits_in_context=lambda text: True,
+) -> TTTData:  # fmt: skip
+    if not plan.valid:
+        return TTTData(plan, [])
+    rng = random.Random(seed)
+    variants = [task]
+    for name in plan.families:
+        for t in augment.family(name, rng):
+            transformed = augment.apply_to_task(t, task)
+            if transformed is not None:
+                variants.append(transformed)
+    pairs: list[tuple[str, str]] = []
+    for v in variants:
+        shuffled = augment.apply_to_task(augment.colour_permutation(rng), v) if v is not task else v
+        demos = list(shuffled.train)
+        rng.shuffle(demos)
+        pairs += leave_out_sequences(Task(shuffled.id, tuple(demos), shuffled.test), leave_out, style)
+    pairs = [p for p in dict.fromkeys(pairs) if fits_in_context(p[0] + p[1])]
+    if not pairs:
+        return TTTData(invalid("no training example fits (too few demonstrations or too long)"), [])
+    if len(pairs) > max_examples:
+        # The plain task's examples first, then a sample of the augmented ones.
+        own = len(leave_out_sequences(task, leave_out, style))
+        pairs = pairs[: min(own, max_examples)] + rng.sample(pairs[own:], max(0, max_examples - own))
+    steps = plan.epochs * math.ceil(len(pairs) / batch_size)
+    if steps > max_steps:
+        return TTTData(invalid(f"{steps} optimiser steps, more than the {max_steps} allowed"), [])
+    documents = pairs if plan.strategy == "output" else [p + c for p, c in pairs]
+    return TTTData(plan, documents)
+
+
+@dataclass(frozen=True)
+class View:
+    test_index: int
+    prompt: str
+    transform: augment.Transform
+
+
+def views(task: Task, n_views: int, style: str, seed: int) -> list[View]:
+    """n_views prompts per test input: the first is the task as given, then symmetries with permuted colours
+    and demonstration order."""
+    rng = random.Random(seed)
+    out = []
+    for i, pair in enumerate(task.test):
+        for v in range(n_views):
+            geometric = augment.VOTING_VIEWS[v % len(augment.VOTING_VIEWS)]
+            t = geometric if v == 0 else geometric.then(augment.colour_permutation(rng))
+            demos = [augment.apply_to_pair(t, d) for d in task.train]
+            if v > 0:
+                rng.shuffle(demos)
+            out.append(View(i, prompt(tuple(demos), t(pair.input), style), t))
+    return out
+
+
+def vote(candidates: list[Grid | None], attempts: int = 2) -> list[Grid]:
+    """The most frequent grids, most votes first (ties: the one seen first)."""
+    counts = Counter(g for g in candidates if g is not None)
+    first_seen = {g: i for i, g in reversed(list(enumerate(candidates))) if g is not None}
+    return sorted(counts, key=lambda g: (-counts[g], first_seen[g]))[:attempts]
+
+
+def attempts_from_outputs(task: Task, task_views: list[View], outputs: list[str], style: str, attempts: int) -> list[list[Grid]]:
+    """Per test input, the voted attempts from the views' raw outputs."""
+    per_test: list[list[Grid | None]] = [[] for _ in task.test]
+    for view, text in zip(task_views, outputs):
+        grid = parse_grid(text, style)
+        try:
+            per_test[view.test_index].append(None if grid is None else view.transform.inverse(grid))
+        except IndexError:  # a predicted grid too small for the view's inverse (e.g. halving 1 row)
+            per_test[view.test_index].append(None)
+    return [vote(c, attempts) for c in per_test]
+
+
+def solved(task: Task, attempts: list[list[Grid]]) -> bool:
+    """Every test input's solution is among its attempts."""
+    return all(pair.output in tries for pair, tries in zip(task.test, attempts))
