@@ -220,3 +220,17 @@ def test_kept_adapters_load_with_peft_and_reproduce_the_adapted_answers(tiny_dir
     adapted = continuation_logprobs(lm, [prompt], [gold])[0][0]
     assert adapted == pytest.approx(recorded["logprob"], abs=1e-3)  # plain peft reproduces the engine's score
     assert adapted != pytest.approx(base, abs=1e-3)
+
+
+def test_a_section_given_in_part_keeps_the_commands_defaults_for_the_rest(tmp_path):
+    from seal.config import ArcEvalConfig, ArcTrainConfig
+
+    cfg = load_config(ArcTrainConfig, None, ["adapt.lora.rank=8", "train_data.tasks=2", "policy.lora.rank=4"])
+    assert cfg.adapt.lora.rank == 8 and cfg.adapt.lora.alpha == 16 and cfg.adapt.batch_size == 2  # ARC settings kept
+    assert "training_challenges" in cfg.train_data.challenges and cfg.train_data.tasks == 2
+    assert cfg.policy.lora.alpha == 128
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("sampling:\n  max_new_tokens: 16\n")
+    assert load_config(ArcEvalConfig, recipe).sampling.batch_size == 8
+    with pytest.raises(ValueError, match="extra"):
+        load_config(ArcEvalConfig, None, ["adapt.lora.rnak=8"])

@@ -12,6 +12,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from seal.config import (
+    ArcEvalConfig,
+    ArcTrainConfig,
     KnowledgeContinualConfig,
     KnowledgeCPTConfig,
     KnowledgeEvalConfig,
@@ -25,6 +27,8 @@ from seal.store import RunConfigMismatch
 app = typer.Typer(help="SEAL: self-adapting language models.", no_args_is_help=True, pretty_exceptions_enable=False)
 knowledge_app = typer.Typer(help="Knowledge incorporation (SQuAD passages).", no_args_is_help=True)
 app.add_typer(knowledge_app, name="knowledge")
+arc_app = typer.Typer(help="Few-shot learning on ARC tasks.", no_args_is_help=True)
+app.add_typer(arc_app, name="arc")
 console = Console()
 
 USER_ERRORS = (DataError, ModelLoadError, RunConfigMismatch, ValueError, FileNotFoundError)
@@ -175,6 +179,68 @@ def knowledge_cpt(
     cfg = resolve(KnowledgeCPTConfig, config, flags, set_)
     try:
         KnowledgeCPT(cfg, out, console).run()
+    except USER_ERRORS as err:
+        fail(str(err))
+    show_report(out)
+
+
+@arc_app.command("eval")
+def arc_eval(
+    config: ConfigOpt = None,
+    model: Annotated[Optional[str], typer.Option(help="'embedded', a hub id or a local directory")] = None,
+    challenges: Annotated[Optional[str], typer.Option(help="ARC challenges file (Kaggle format)")] = None,
+    solutions: Annotated[Optional[str], typer.Option(help="its solutions file")] = None,
+    tasks: Annotated[Optional[int], typer.Option(help="first N tasks")] = None,
+    conditions: Annotated[Optional[str], typer.Option(help="comma-separated: in-context,self-edit,oracle")] = None,
+    k: Annotated[Optional[int], typer.Option(help="self-edits per task")] = None,
+    out: Annotated[Path, typer.Option(help="run directory; re-running resumes it")] = Path("runs/arc-eval"),
+    set_: SetOpt = None,
+) -> None:
+    """Self-edits on ARC tasks: parse, test-time train, predict with augmented voting; next to the baselines."""
+    from seal.experiments.arc import ArcEval
+
+    flags = {
+        "model.name": model,
+        "data.challenges": challenges,
+        "data.solutions": solutions,
+        "data.tasks": tasks,
+        "conditions": f"[{conditions}]" if conditions else None,
+        "k": k,
+    }
+    cfg = resolve(ArcEvalConfig, config, flags, set_)
+    try:
+        ArcEval(cfg, out, console).run()
+    except USER_ERRORS as err:
+        fail(str(err))
+    show_report(out)
+
+
+@arc_app.command("train")
+def arc_train(
+    config: ConfigOpt = None,
+    model: Annotated[Optional[str], typer.Option(help="'embedded', a hub id or a local directory")] = None,
+    train_tasks: Annotated[Optional[int], typer.Option(help="first N training tasks")] = None,
+    eval_tasks: Annotated[Optional[int], typer.Option(help="first N held-out tasks")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="RL rounds")] = None,
+    k: Annotated[Optional[int], typer.Option(help="self-edits per training task")] = None,
+    eval_k: Annotated[Optional[int], typer.Option(help="self-edits per held-out task")] = None,
+    out: Annotated[Path, typer.Option(help="run directory; re-running resumes it")] = Path("runs/arc-train"),
+    set_: SetOpt = None,
+) -> None:
+    """ReST-EM on ARC: keep the self-edits that solve their training task, fine-tune the policy on them."""
+    from seal.experiments.arc import ArcTrain
+
+    flags = {
+        "model.name": model,
+        "train_data.tasks": train_tasks,
+        "eval_data.tasks": eval_tasks,
+        "rounds": rounds,
+        "k": k,
+        "eval_k": eval_k,
+    }
+    cfg = resolve(ArcTrainConfig, config, flags, set_)
+    try:
+        ArcTrain(cfg, out, console).run()
     except USER_ERRORS as err:
         fail(str(err))
     show_report(out)

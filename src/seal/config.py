@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PAPER_KNOWLEDGE_TARGETS = ["q_proj", "v_proj"]
@@ -203,6 +203,102 @@ class KnowledgeCPTConfig(Section):
     seed: int = 0
 
 
+ARC_DIR = "../shared/data/arc"
+
+
+class ArcDataConfig(Section):
+    """ARC tasks in the Kaggle format: a challenges file and, for scoring, its solutions."""
+
+    challenges: str = f"{ARC_DIR}/arc-agi_evaluation_challenges_filtered_1B_eval_set.json"
+    solutions: str | None = f"{ARC_DIR}/arc-agi_evaluation_solutions_filtered_1B_eval_set.json"
+    ids: list[str] | None = Field(None, description="task ids to use, in order; None = all, sorted")
+    tasks: int | None = Field(None, description="keep the first N tasks; None = all")
+
+    @field_validator("ids", mode="before")
+    @classmethod
+    def _ids_as_text(cls, value):
+        # YAML reads an all-digit id such as 59341089 as a number; one like 1e100000 would lose its spelling.
+        if isinstance(value, list):
+            for v in value:
+                if isinstance(v, float):
+                    raise ValueError(f"task id {v!r} was read as a number: quote it")
+            return [str(v) if isinstance(v, int) else v for v in value]
+        return value
+
+
+class ArcTrainDataConfig(ArcDataConfig):
+    """Training tasks: the paper's curated training set unless told otherwise."""
+
+    challenges: str = f"{ARC_DIR}/arc-agi_training_challenges_filtered_1B_training_set.json"
+    solutions: str | None = f"{ARC_DIR}/arc-agi_training_solutions_filtered_1B_training_set.json"
+
+
+class ArcTTTConfig(Section):
+    """How a self-edit becomes training data, the rules it must follow, and how predictions are made."""
+
+    style: Literal["compact", "spaced"] = Field("compact", description="grid text: digits per row, or space-separated")
+    leave_out: list[int] = Field(default_factory=lambda: [1, 2], description="leave-n-out training sequences")
+    max_examples: int = Field(64, ge=1, description="training sequences per self-edit, at most")
+    max_tokens: int = Field(8192, ge=64, description="training sequences longer than this are dropped")
+    max_steps: int = Field(375, ge=1, description="a plan needing more optimiser steps is invalid (reward 0)")
+    max_lr: float = Field(1e-2, gt=0, description="a larger learning rate is invalid")
+    max_epochs: int = Field(10, ge=1, description="more epochs are invalid")
+    views: int = Field(8, ge=1, description="augmented views of each test input, voted on")
+    attempts: int = Field(2, ge=1, description="voted answers per test input (ARC allows 2)")
+    max_output_tokens: int = Field(1024, ge=8, description="cap on a predicted grid's tokens")
+    batch_size: int = Field(16, ge=1, description="views decoded per generate() call")
+
+
+class ArcFixedPlan(Section):
+    """A fixed training configuration (the 'oracle' baseline: every augmentation, a good lr and epochs)."""
+
+    families: list[Literal["basic", "size", "chain", "repeat"]] = Field(
+        default_factory=lambda: ["basic", "size", "chain", "repeat"]
+    )
+    strategy: Literal["all", "output"] = "output"
+    lr: float = 1e-4
+    epochs: int = 2
+
+
+def _arc_adapt() -> AdaptConfig:
+    # Paper: LoRA r=128, alpha=16 on q/v/gate/up/down, batch 2, cosine with warm-up; lr and epochs from the self-edit.
+    return AdaptConfig(
+        lora=LoraConfig(rank=128, alpha=16.0, targets=["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]),
+        batch_size=2, schedule="cosine", warmup_ratio=0.1, max_doc_tokens=8192, slots=8,
+    )  # fmt: skip
+
+
+class ArcRunConfig(Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=256, batch_size=8))
+    ttt: ArcTTTConfig = Field(default_factory=ArcTTTConfig)
+    adapt: AdaptConfig = Field(default_factory=_arc_adapt)
+    oracle: ArcFixedPlan = Field(default_factory=ArcFixedPlan)
+    seed: int = 0
+
+
+class ArcEvalConfig(ArcRunConfig):
+    """`seal arc eval`: success rate of self-edits on ARC tasks, next to the baselines."""
+
+    data: ArcDataConfig = Field(default_factory=ArcDataConfig)
+    conditions: list[Literal["in-context", "self-edit", "oracle"]] = Field(
+        default_factory=lambda: ["in-context", "self-edit", "oracle"]
+    )
+    k: int = Field(5, ge=1, description="self-edits per task (paper: 5 at evaluation)")
+
+
+class ArcTrainConfig(ArcRunConfig):
+    """`seal arc train`: RL rounds (ReST-EM) on training tasks, each policy evaluated on held-out tasks."""
+
+    train_data: ArcTrainDataConfig = Field(default_factory=ArcTrainDataConfig)
+    eval_data: ArcDataConfig = Field(default_factory=ArcDataConfig)
+    rounds: int = Field(1, ge=1)
+    k: int = Field(15, ge=1, description="self-edits per training task (paper: 15)")
+    eval_k: int = Field(5, ge=1, description="self-edits per held-out task (paper: 5)")
+    baselines: list[Literal["in-context", "oracle"]] = Field(default_factory=lambda: ["in-context", "oracle"])
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+
+
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node = data
@@ -223,14 +319,25 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def load_config(cls: type[Section], path: str | Path | None = None, overrides: list[str] | None = None) -> Section:
+    """The command's defaults, then the file, then the overrides. A section given in part keeps the
+    command's defaults for the rest (`adapt.lora.rank=8` on an ARC run keeps its ARC LoRA targets)."""
     data: dict[str, Any] = {}
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text())
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of config fields")
         data = loaded
-    return cls.model_validate(apply_overrides(data, overrides or []))
+    # Only the keys the user gave are merged over the defaults, so unknown keys still fail validation.
+    given = apply_overrides(data, overrides or [])
+    return cls.model_validate(_merge(cls().model_dump(), given))
 
 
 def dump_config(config: BaseModel, path: str | Path) -> None:

@@ -93,6 +93,16 @@ class AdaptResult:
     seconds: float  # this job's share of its batch's wall time
 
 
+def job_batches(jobs: list, slots: int, skip: set[str] = frozenset()) -> list[list]:
+    """Jobs (anything with .key and .documents) cut into batches of `slots`, plans of similar length
+    together (a batch trains for as many steps as its longest plan). The cut depends on all jobs,
+    done or not, so a resumed run trains exactly the batches the first run would have; batches
+    whose every key is in `skip` are left out."""
+    ordered = sorted(jobs, key=lambda j: len(j.documents), reverse=True)
+    batches = [ordered[s : s + slots] for s in range(0, len(ordered), slots)]
+    return [b for b in batches if any(j.key not in skip for j in b)]
+
+
 def adapt_and_score(
     lm: LoadedModel,
     jobs: list[AdaptJob],
@@ -112,10 +122,7 @@ def adapt_and_score(
         todo = [j for j in jobs if j.key not in skip]
         yield from adapt_and_score_peft(lm, todo, adapt, answer, judge=judge, adapter_dir=adapter_dir)
         return
-    # A batch trains for as many steps as its longest plan: batch plans of similar length together.
-    jobs = sorted(jobs, key=lambda j: len(j.documents), reverse=True)
-    batches = [jobs[s : s + adapt.slots] for s in range(0, len(jobs), adapt.slots)]
-    batches = [b for b in batches if any(j.key not in skip for j in b)]
+    batches = job_batches(jobs, adapt.slots, skip)
     if not batches:
         return
     bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)

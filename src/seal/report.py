@@ -185,11 +185,76 @@ def continual_report(results: dict, out: Path) -> str:
     ])  # fmt: skip
 
 
+# --- ARC -----------------------------------------------------------------------------------------------
+
+
+def _arc_rows(conditions: dict) -> list[list[str]]:
+    return [
+        [name, f"{c['success_rate']:.1%}", f"{c['tasks_solved']:.1%}", str(c["pairs"]), str(c["invalid"]),
+         _fmt(c["seconds_per_pair"], ".0f"), "; ".join(c["invalid_reasons"])[:120] or "-"]
+        for name, c in conditions.items()
+    ]  # fmt: skip
+
+
+ARC_HEADER = ["condition", "success rate (pairs)", "tasks solved", "pairs", "invalid", "s/pair", "invalid because"]
+
+
+def _per_task(conditions: dict) -> str:
+    tasks = list(next(iter(conditions.values()))["per_task"])
+    rows = [[t, *[f"{sum(c['per_task'][t])}/{len(c['per_task'][t])}" for c in conditions.values()]] for t in tasks]
+    return _markdown_table(["task", *conditions], rows)
+
+
+def arc_eval_report(results: dict, out: Path) -> str:
+    conditions = results["conditions"]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar(list(conditions), [c["success_rate"] for c in conditions.values()], color="tab:blue")
+    ax.set(ylabel="success rate", ylim=(0, 1), title=f"ARC, {results['n_tasks']} tasks")
+    png = _save(fig, out / "success.png")
+    return "\n\n".join([
+        f"# ARC few-shot: {results['model']}",
+        f"{results['n_tasks']} tasks. Success rate = solved (task, self-edit) pairs / all pairs.",
+        _markdown_table(ARC_HEADER, _arc_rows(conditions)),
+        "Solved pairs per task:\n\n" + _per_task(conditions),
+        f"![success rate]({png})",
+    ])  # fmt: skip
+
+
+def arc_train_report(results: dict, out: Path) -> str:
+    rounds = results["rounds"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    numbers = [r["round"] for r in rounds]
+    ax.plot(numbers, [r["eval"]["self-edit"]["success_rate"] for r in rounds], "o-", label="self-edit (held-out)")
+    trained = [r for r in rounds if "train" in r]
+    ax.plot([r["round"] for r in trained], [r["train"]["success_rate"] for r in trained], "s--", label="self-edit (training tasks)")
+    for name, style in (("in-context", ":"), ("oracle", "-.")):
+        if name in rounds[0]["eval"]:
+            ax.axhline(rounds[0]["eval"][name]["success_rate"], linestyle=style, color="grey", label=name)
+    ax.set(xlabel="policy (RL round)", ylabel="success rate", xticks=numbers, ylim=(-0.02, 1), title="ARC")
+    ax.legend(fontsize=8)
+    png = _save(fig, out / "success_by_round.png")
+    sections = [
+        f"# ARC ReST-EM: {results['model']}",
+        f"{results['n_train_tasks']} training tasks, {results['n_eval_tasks']} held-out tasks. Training rows: the "
+        "round's sampled self-edits on the training tasks (the successful ones fine-tune the policy).",
+    ]
+    for r in rounds:
+        conditions = {f"held-out {k}": v for k, v in r["eval"].items()}
+        if "train" in r:
+            conditions = {"training self-edits": r["train"], **conditions}
+        extra = f"; policy fine-tuned on {r['train']['sft_examples']} self-edit(s)" if "train" in r else ""
+        sections.append(f"## Policy {r['round']}{extra}\n\n" + _markdown_table(ARC_HEADER, _arc_rows(conditions)))
+    sections.append(f"![success by round]({png})")
+    return "\n\n".join(sections)
+
+
 REPORTS: dict[str, Callable[[dict, Path], str]] = {
     "seal.knowledge.train/1": train_report,
     "seal.knowledge.eval/1": eval_report,
     "seal.knowledge.continual/1": continual_report,
     "seal.knowledge.cpt/1": cpt_report,
+    "seal.arc.eval/1": arc_eval_report,
+    "seal.arc.train/1": arc_train_report,
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,6 +85,15 @@ class RunStore:
 
     def keys(self, kind: str) -> set[str]:
         return {k for (k,) in self.db.execute("SELECT key FROM records WHERE kind = ?", (kind,))}
+
+    @contextmanager
+    def timed(self, key: str) -> Iterator[None]:
+        """Wall time of a phase filed under ("timing", key), added up over resumed runs."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.put("timing", key, (self.get("timing", key) or 0.0) + time.perf_counter() - began)
 
     def close(self) -> None:
         self.db.close()

@@ -65,6 +65,40 @@ def progress_bar(console: Console) -> Progress:
     )
 
 
+def sample_self_edits(
+    store: RunStore,
+    model: Callable[[], LoadedModel],
+    prefix: str,
+    wanted: list[tuple[str, str]],
+    sampling: SamplingConfig,
+    seed: int,
+    console: Console,
+) -> None:
+    """A completion of each (key, prompt) filed as self-edit `{prefix}/{key}`. Batch b is seeded by
+    (seed, prefix, b) and written in one transaction, so a resumed run samples exactly what the
+    interrupted one would have."""
+    batches = [wanted[s : s + sampling.batch_size] for s in range(0, len(wanted), sampling.batch_size)]
+    done = store.keys("self_edits")
+    todo = [(b, batch) for b, batch in enumerate(batches) if any(f"{prefix}/{key}" not in done for key, _ in batch)]
+    if not todo:
+        return
+    lm = model()
+    with progress_bar(console) as progress:
+        task = progress.add_task(f"{prefix}: writing self-edits", total=sum(len(b) for _, b in todo))
+        for b, batch in todo:
+            torch.manual_seed(stable_seed(seed, prefix, b))
+            texts = generate(
+                lm,
+                [lm.format_prompt(x) for _, x in batch],
+                max_new_tokens=sampling.max_new_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                batch_size=sampling.batch_size,
+            )
+            store.put_many("self_edits", [(f"{prefix}/{key}", {"prompt": x, "text": t}) for (key, x), t in zip(batch, texts)])
+            progress.advance(task, len(batch))
+
+
 @dataclass
 class PlanItem:
     """One adaptation to run: train on `documents`, answer the questions of `passages`, file under `key`."""
@@ -110,33 +144,9 @@ class KnowledgeSteps:
         self.store.put_many("answers", items)
 
     def sample(self, prefix: str, passages: list[Passage], variant: str, sampling: SamplingConfig) -> None:
-        """k self-edits per passage filed as `{prefix}/{passage}/{i}`; batch b is seeded by (seed, prefix, b),
-        so a resumed run samples exactly what the interrupted one would have."""
-        wanted = [(p, i) for p in passages for i in range(sampling.k)]
-        batches = [wanted[s : s + sampling.batch_size] for s in range(0, len(wanted), sampling.batch_size)]
-        done = self.store.keys("self_edits")
-        todo = [(b, batch) for b, batch in enumerate(batches) if any(f"{prefix}/{p.key}/{i}" not in done for p, i in batch)]
-        if not todo:
-            return
-        lm = self.model()
-        with progress_bar(self.console) as progress:
-            task = progress.add_task(f"{prefix}: writing self-edits", total=sum(len(b) for _, b in todo))
-            for b, batch in todo:
-                prompts = [knowledge.self_edit_prompt(p, variant) for p, _ in batch]
-                torch.manual_seed(stable_seed(self.seed, prefix, b))
-                texts = generate(
-                    lm,
-                    [lm.format_prompt(x) for x in prompts],
-                    max_new_tokens=sampling.max_new_tokens,
-                    temperature=sampling.temperature,
-                    top_p=sampling.top_p,
-                    batch_size=sampling.batch_size,
-                )
-                self.store.put_many(
-                    "self_edits",
-                    [(f"{prefix}/{p.key}/{i}", {"prompt": x, "text": t}) for (p, i), x, t in zip(batch, prompts, texts)],
-                )
-                progress.advance(task, len(batch))
+        """k self-edits per passage filed as `{prefix}/{passage}/{i}`."""
+        wanted = [(f"{p.key}/{i}", knowledge.self_edit_prompt(p, variant)) for p in passages for i in range(sampling.k)]
+        sample_self_edits(self.store, self.model, prefix, wanted, sampling, self.seed, self.console)
 
     def adapt(self, items: list[PlanItem], label: str = "adapting and scoring") -> None:
         """Each item's adapted answers filed under its key, one transaction per batch of adapters.

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -75,16 +73,6 @@ class KnowledgeTrain:
             console=self.console,
         )
 
-    @contextmanager
-    def timed(self, key: str):
-        """Wall time of a phase, added up over resumed runs."""
-        began = time.perf_counter()
-        try:
-            yield
-        finally:
-            spent = time.perf_counter() - began
-            self.store.put("timing", key, (self.store.get("timing", key) or 0.0) + spent)
-
     def _plans(self, prefix: str, passages: list[Passage], k: int) -> dict[str, knowledge.Plan]:
         sampled = self.store.all("self_edits")
         return {
@@ -98,7 +86,7 @@ class KnowledgeTrain:
     def evaluate(self, p: int) -> None:
         self.policy.wanted = p
         cfg, passages = self.cfg, self.eval_passages
-        with self.timed(f"e{p}"):
+        with self.store.timed(f"e{p}"):
             self.steps.answer(f"e{p}/base", passages)
             if p == 0 and "in-context" in cfg.baselines:
                 self.steps.answer("e0/in-context", passages, in_context=True)
@@ -133,7 +121,7 @@ class KnowledgeTrain:
         cfg, passages = self.cfg, self.train_passages
         self.policy.wanted = r - 1
         prefix = f"r{r}/train"
-        with self.timed(f"r{r}/sample-and-score"):
+        with self.store.timed(f"r{r}/sample-and-score"):
             self.steps.answer(f"{prefix}/base", passages)
             self.steps.sample(f"{prefix}/{cfg.variant}", passages, cfg.variant, cfg.sampling)
             plans = self._plans(f"{prefix}/{cfg.variant}", passages, cfg.sampling.k)
@@ -152,7 +140,7 @@ class KnowledgeTrain:
                 [(f"r{r}/{key}", {"rewards": list(rs.values()), "kept": policy.select(rs, cfg.select)}) for key, rs in rewards.items()],
             )
         if self.store.get("policy", f"r{r}") is None:
-            with self.timed(f"r{r}/sft"):
+            with self.store.timed(f"r{r}/sft"):
                 self.fine_tune(r)
 
     def fine_tune(self, r: int) -> None:

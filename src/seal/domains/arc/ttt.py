@@ -41,12 +41,12 @@ def training_documents(
             transformed = augment.apply_to_task(t, task)
             if transformed is not None:
                 variants.append(transformed)
-    pairs: list[tuple[str, str]] = []
-    for v in variants:
-        shuffled = augment.apply_to_task(augment.colour_permutation(rng), v) if v is not task else v
-        demos = list(shuffled.train)
+    pairs: list[tuple[str, str]] = leave_out_sequences(task, leave_out, style)  # the task as given comes first
+    for v in variants[1:]:
+        recoloured = augment.apply_to_task(augment.colour_permutation(rng), v)
+        demos = list(recoloured.train)
         rng.shuffle(demos)
-        pairs += leave_out_sequences(Task(shuffled.id, tuple(demos), shuffled.test), leave_out, style)
+        pairs += leave_out_sequences(Task(recoloured.id, tuple(demos), recoloured.test), leave_out, style)
     pairs = [p for p in dict.fromkeys(pairs) if fits_in_context(p[0] + p[1])]
     if not pairs:
         return TTTData(invalid("no training example fits (too few demonstrations or too long)"), [])

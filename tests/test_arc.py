@@ -1,0 +1,242 @@
+"""ARC: grids, augmentations and their inverses, text format, self-edit rules, TTT data, voting, and runs."""
+
+import json
+import random
+
+import pytest
+from typer.testing import CliRunner
+
+from seal.cli import app
+from seal.domains.arc import augment
+from seal.domains.arc.format import grid_text, leave_out_sequences, parse_grid, tokens_per_grid
+from seal.domains.arc.grids import Pair, Task, load_tasks, to_grid
+from seal.domains.arc.selfedit import parse_self_edit, plan_json
+from seal.domains.arc.ttt import attempts_from_outputs, solved, training_documents, views, vote
+from seal.domains.knowledge import DataError
+
+runner = CliRunner()
+
+
+def random_grid(rng: random.Random, max_side: int = 12):
+    h, w = rng.randint(1, max_side), rng.randint(1, max_side)
+    return tuple(tuple(rng.randint(0, 9) for _ in range(w)) for _ in range(h))
+
+
+def every_transform(rng: random.Random) -> list[augment.Transform]:
+    out = [augment.IDENTITY, *augment.VOTING_VIEWS, augment.colour_permutation(rng), augment.translate(2, 5)]
+    for name in augment.FAMILIES:
+        out += augment.family(name, rng)
+    return out + [t.then(augment.colour_permutation(rng)) for t in augment.GEOMETRIC]
+
+
+def test_every_augmentation_composed_with_its_inverse_is_the_identity():
+    rng = random.Random(0)
+    for _ in range(100):
+        grid = random_grid(rng)
+        for t in every_transform(rng):
+            assert t.inverse(t(grid)) == grid, t.name
+
+
+def test_augmentations_do_what_their_names_say():
+    g = ((1, 2), (3, 4))
+    assert augment.ROT90(g) == ((3, 1), (4, 2))
+    assert augment.FLIP_LR(g) == ((2, 1), (4, 3)) and augment.FLIP_UD(g) == ((3, 4), (1, 2))
+    assert augment.TRANSPOSE(g) == ((1, 3), (2, 4))
+    assert augment.REFLECT_LR(g) == ((1, 2, 2, 1), (3, 4, 4, 3))
+    assert augment.UPSCALE(((5,),)) == ((5, 5), (5, 5))
+    assert augment.TILE_BOTH(((7,),)) == ((7, 7), (7, 7))
+    assert augment.translate(0, 1)(((1, 2, 3),)) == ((3, 1, 2),)
+    permuted = augment.colour_permutation(random.Random(1))(((0, 1, 2),))
+    assert permuted[0][0] == 0 and set(permuted[0][1:]) <= set(range(1, 10))  # background kept
+
+
+def test_an_augmented_task_over_30x30_is_dropped():
+    big = tuple(tuple([1] * 20) for _ in range(20))
+    task = Task("t", (Pair(big, big),), (Pair(big, big),))
+    assert augment.apply_to_task(augment.UPSCALE, task) is None
+    assert augment.apply_to_task(augment.ROT90, task) is not None
+
+
+def test_voting_picks_the_majority_then_the_first_seen():
+    a, b, c = ((1,),), ((2,),), ((3,),)
+    assert vote([b, a, a, None, c, a, b]) == [a, b]
+    assert vote([c, b, None]) == [c, b]  # ties: the first seen
+    assert vote([None, None]) == []
+
+
+def test_attempts_are_mapped_back_through_each_views_inverse_before_voting():
+    demo = Pair(((1, 2), (3, 4)), ((4, 3), (2, 1)))
+    task = Task("t", (demo, demo), (Pair(((5, 6), (7, 8)), ((8, 7), (6, 5))),))
+    task_views = views(task, 4, "compact", seed=0)
+    # Each view's "model" answers the right grid in the view's own frame.
+    outputs = [grid_text(v.transform(task.test[0].output)) for v in task_views]
+    attempts = attempts_from_outputs(task, task_views, outputs, "compact", 2)
+    assert attempts == [[task.test[0].output]] and solved(task, attempts)
+    assert not solved(task, attempts_from_outputs(task, task_views, ["garbage"] * 4, "compact", 2))
+
+
+@pytest.mark.parametrize("style", ["compact", "spaced"])
+def test_grid_text_round_trips_and_parsing_stops_at_the_grid(style):
+    rng = random.Random(3)
+    for _ in range(20):
+        grid = random_grid(rng)
+        assert parse_grid(grid_text(grid, style), style) == grid
+        assert parse_grid(grid_text(grid, style) + "\n\ninput:\n12", style) == grid
+    assert parse_grid("12\n345", style) is None  # ragged
+    assert parse_grid("no grid here", style) is None
+
+
+def test_tokens_per_grid_is_measured_with_the_tokenizer(tiny_lm):
+    grid = ((1, 2, 3),) * 3
+    assert tokens_per_grid(tiny_lm.tokenizer, grid, "compact") >= 3
+
+
+def test_leave_n_out_sequences():
+    demos = tuple(Pair(((i,),), ((i + 1,),)) for i in range(4))
+    task = Task("t", demos, (Pair(((9,),), None),))
+    assert len(leave_out_sequences(task, (1,), "compact")) == 4
+    assert len(leave_out_sequences(task, (1, 2), "compact")) == 4 + 6 * 2
+    prompt, completion = leave_out_sequences(task, (1,), "compact")[0]
+    assert completion == "1" and prompt.endswith("input:\n0\noutput:\n") and "input:\n1\noutput:\n2" in prompt
+
+
+PAPER_STYLE = {
+    "data_generation": {"use_basic_augmentations": True, "use_size_augmentations": False,
+                        "use_chain_augmentations": False, "use_repeat_augmentations": True},
+    "training": {"strategy": "train_using_output_tokens", "learning_rate": 1e-4, "num_train_epochs": 3},
+}  # fmt: skip
+
+
+def test_the_parser_accepts_nested_flat_and_wrapped_configs():
+    plan = parse_self_edit(json.dumps(PAPER_STYLE))
+    assert plan.valid and plan.families == ("basic", "repeat") and plan.strategy == "output"
+    assert plan.lr == 1e-4 and plan.epochs == 3
+    flat = {**PAPER_STYLE["data_generation"], **PAPER_STYLE["training"], "strategy": "train_using_all_tokens"}
+    assert parse_self_edit("Sure! ```json\n" + json.dumps(flat) + "\n``` Good luck.").strategy == "all"
+    assert parse_self_edit(plan_json(("size",), "all", 5e-5, 1)).families == ("size",)
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("I would rotate the grids.", "no JSON object"),
+        (json.dumps({"training": PAPER_STYLE["training"]}), "missing key(s): use_basic_augmentations"),
+        (json.dumps({**PAPER_STYLE, "training": {**PAPER_STYLE["training"], "strategy": "train_hard"}}), "unknown strategy"),
+        (json.dumps({**PAPER_STYLE, "training": {**PAPER_STYLE["training"], "learning_rate": "fast"}}), "learning_rate"),
+        (json.dumps({**PAPER_STYLE, "training": {**PAPER_STYLE["training"], "learning_rate": 0.5}}), "learning_rate"),
+        (json.dumps({**PAPER_STYLE, "training": {**PAPER_STYLE["training"], "num_train_epochs": 2.5}}), "num_train_epochs"),
+        (json.dumps({**PAPER_STYLE, "data_generation": {**PAPER_STYLE["data_generation"], "use_size_augmentations": "yes"}}), "true or false"),
+        ('{"data_generation": {"use_basic', "no JSON object"),  # cut off mid-way, as a sampler at its token limit
+    ],
+)
+def test_the_parser_rejects_bad_self_edits_with_a_reason(text, reason):
+    plan = parse_self_edit(text)
+    assert not plan.valid and reason in plan.reason
+
+
+def small_task() -> Task:
+    rng = random.Random(5)
+    demos = tuple(Pair(g, augment.FLIP_LR(g)) for g in (random_grid(rng, 4) for _ in range(3)))
+    return Task("flip", demos, (Pair(((1, 2),), ((2, 1),)),))
+
+
+def test_ttt_data_follows_the_plan_dedupes_caps_and_counts_steps():
+    task = small_task()
+    rules = dict(style="compact", leave_out=(1,), max_examples=1000, batch_size=2, max_steps=1000, seed=0)
+    plain = training_documents(task, parse_self_edit(plan_json((), "output", 1e-4, 1)), **rules)
+    assert len(plain.documents) == 3 and all(isinstance(d, tuple) for d in plain.documents)
+    augmented = training_documents(task, parse_self_edit(plan_json(("basic", "size"), "all", 1e-4, 1)), **rules)
+    assert len(augmented.documents) > 3 and all(isinstance(d, str) for d in augmented.documents)
+    assert len(set(augmented.documents)) == len(augmented.documents)
+    capped = training_documents(task, parse_self_edit(plan_json(("basic",), "output", 1e-4, 1)), **{**rules, "max_examples": 5})
+    assert len(capped.documents) == 5 and capped.documents[:3] == plain.documents
+    too_long = training_documents(task, parse_self_edit(plan_json(("basic",), "output", 1e-4, 10)), **{**rules, "max_steps": 20})
+    assert not too_long.plan.valid and "optimiser steps" in too_long.plan.reason
+
+
+def test_loading_validates_grids_and_names_the_problem(tmp_path):
+    assert to_grid([[0, 1], [2, 3]], "x") == ((0, 1), (2, 3))
+    for bad, message in [([[0, 10]], "not an integer 0-9"), ([[0, 1], [2]], "different lengths"),
+                         ([[0] * 31], "larger than 30x30"), ([], "non-empty"), ([[True]], "not an integer")]:  # fmt: skip
+        with pytest.raises(DataError, match=message):
+            to_grid(bad, "task x")
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"t1": {"train": [{"input": [[1]]}], "test": [{"input": [[1]]}]}}))
+    with pytest.raises(DataError, match=r"t1.train\[0\]: missing field 'output'"):
+        load_tasks(path)
+    path.write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_tasks(path)
+
+
+def test_the_shipped_curated_sets_load_with_solutions(shared_data):
+    arc = shared_data / "arc"
+    tasks = load_tasks(arc / "arc-agi_evaluation_challenges_filtered_1B_eval_set.json",
+                       arc / "arc-agi_evaluation_solutions_filtered_1B_eval_set.json")  # fmt: skip
+    assert len(tasks) >= 8 and all(p.output is not None for t in tasks for p in t.test)
+
+
+# --- runs ------------------------------------------------------------------------------------------------
+
+
+TINY = ["--set", "model.dtype=float32", "--set", "adapt.lora.rank=4", "--set", "ttt.max_examples=4", "--set", "ttt.views=2",
+        "--set", "sampling.max_new_tokens=24", "--set", "ttt.max_output_tokens=24", "--set", "oracle.epochs=1",
+        "--set", "ttt.max_tokens=500"]  # fmt: skip
+
+
+def test_arc_eval_runs_records_every_pair_and_resumes(tiny_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    small = ["--set", "data.ids=[59341089, 66e6c45b]"]  # grids small enough for the tiny model's 512 positions
+    args = ["arc", "eval", "--model", str(tiny_dir), "--k", "2", "--out", str(out), *small, *TINY]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    conditions = results["conditions"]
+    assert conditions["self-edit"]["pairs"] == 4 and conditions["oracle"]["pairs"] == 2
+    assert conditions["oracle"]["invalid"] == 0  # the fixed plan always parses; the tiny model's rarely do
+    assert (out / "report" / "success.png").exists()
+
+    def no_more_work(*args, **kwargs):
+        raise AssertionError("a finished run must not redo work")
+
+    monkeypatch.setattr("seal.experiments.arc.train_adapters", no_more_work)
+    monkeypatch.setattr("seal.experiments.arc.generate", no_more_work)
+    monkeypatch.setattr("seal.experiments.knowledge_steps.generate", no_more_work)
+    assert runner.invoke(app, args).exit_code == 0
+    assert json.loads((out / "results.json").read_text()) == results
+
+
+def test_arc_train_completes_a_round_and_fine_tunes_on_the_solving_self_edits(tiny_dir, tmp_path, monkeypatch):
+    """One round on 2 training tasks. The tiny model writes no valid JSON and solves nothing, so its
+    training self-edits are given (valid plans, in the store before the run) and the first pair's
+    reward is forced: exactly that self-edit must reach the policy's fine-tuning."""
+    from seal.config import ArcTrainConfig, load_config
+    from seal.domains.arc import ttt
+    from seal.store import RunStore
+
+    out = tmp_path / "run"
+    flags = {"model.name": str(tiny_dir), "train_data.tasks": 2, "eval_data.tasks": 1, "rounds": 1, "k": 2, "eval_k": 1}
+    extra = ["baselines=[]", "policy.lora.rank=4", "sampling.max_new_tokens=8"] + TINY[1::2]
+    cfg = load_config(ArcTrainConfig, None, [f"{k}={v}" for k, v in flags.items()] + extra)
+    store = RunStore(out, cfg)
+    tasks = load_tasks(cfg.train_data.challenges, cfg.train_data.solutions)[:2]
+    given = {f"r1/self-edit/{t.id}/{i}": plan_json(("basic",), "output", 1e-3, 1) for t in tasks for i in range(2)}
+    store.put_many("self_edits", [(key, {"prompt": f"prompt for {key}", "text": text}) for key, text in given.items()])
+    store.close()
+    real, calls = ttt.solved, []
+
+    def first_training_pair_solves(task, attempts):
+        calls.append(task.id)
+        return len(calls) == 1 or real(task, attempts)
+
+    monkeypatch.setattr(ttt, "solved", first_training_pair_solves)
+    args = ["arc", "train", "--model", str(tiny_dir), "--train-tasks", "2", "--eval-tasks", "1", "--rounds", "1",
+            "--k", "2", "--eval-k", "1", "--out", str(out)] + [x for e in extra for x in ("--set", e)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert [r["round"] for r in results["rounds"]] == [0, 1]
+    train = results["rounds"][1]["train"]
+    assert train["pairs"] == 4 and train["invalid"] == 0 and train["sft_examples"] == 1
+    assert (out / "policy" / "round-1" / "adapter_config.json").exists()
+    assert (out / "report" / "success_by_round.png").exists()
