@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from seal.cli import app
 from seal.config import (
+    ArcEvalConfig,
+    ArcTrainConfig,
     KnowledgeContinualConfig,
     KnowledgeCPTConfig,
     KnowledgeEvalConfig,
@@ -26,6 +28,8 @@ COMMAND_CONFIGS = {
     "knowledge train": KnowledgeTrainConfig,
     "knowledge continual": KnowledgeContinualConfig,
     "knowledge cpt": KnowledgeCPTConfig,
+    "arc eval": ArcEvalConfig,
+    "arc train": ArcTrainConfig,
 }
 
 
@@ -149,11 +153,16 @@ def test_every_recipe_parses(recipe):
     load_config(recipe_class(recipe), recipe)
 
 
+KNOWLEDGE_SMALL = ["--set", "adapt.epochs=1", "--set", "sampling.max_new_tokens=8", "--set", "answer.max_new_tokens=4"]
+ARC_SMALL = ["--set", "sampling.max_new_tokens=8", "--set", "ttt.views=1", "--set", "ttt.max_examples=2",
+             "--set", "ttt.max_output_tokens=16", "--set", "oracle.epochs=1", "--set", "ttt.max_tokens=500"]  # fmt: skip
 SMALL = {
-    "knowledge eval": ["--passages", "1"],
-    "knowledge train": ["--train-passages", "2", "--eval-passages", "1", "--rounds", "1", "--k", "2"],
-    "knowledge continual": ["--sequences", "1", "--steps", "2"],
-    "knowledge cpt": ["--passages", "2"],
+    "knowledge eval": ["--passages", "1", *KNOWLEDGE_SMALL],
+    "knowledge train": ["--train-passages", "2", "--eval-passages", "1", "--rounds", "1", "--k", "2", *KNOWLEDGE_SMALL],
+    "knowledge continual": ["--sequences", "1", "--steps", "2", *KNOWLEDGE_SMALL],
+    "knowledge cpt": ["--passages", "2", *KNOWLEDGE_SMALL],
+    "arc eval": ["--k", "1", *ARC_SMALL],
+    "arc train": ["--k", "1", "--eval-k", "1", *ARC_SMALL],
 }
 
 
@@ -163,7 +172,6 @@ def test_every_cpu_recipe_runs_as_its_first_line_says(recipe, tiny_dir, tmp_path
     monkeypatch.chdir(ROOT)
     command = shlex.split(recipe.read_text().splitlines()[0].removeprefix("# run: "))[3:]
     args = command + ["--model", str(tiny_dir), "--out", str(tmp_path / "run"), *SMALL[" ".join(command[:2])]]
-    args += ["--set", "adapt.epochs=1", "--set", "sampling.max_new_tokens=8", "--set", "answer.max_new_tokens=4"]
     result = runner.invoke(app, args + ["--set", "model.dtype=float32"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "results.json").exists()
