@@ -90,7 +90,7 @@ def test_eval_runs_records_and_resumes_without_redoing_work(tiny_dir, passages_f
     def no_more_work(*a, **k):
         raise AssertionError("a resumed, finished run must not adapt again")
 
-    monkeypatch.setattr("seal.experiments.knowledge_steps.adapt_and_score", no_more_work)
+    monkeypatch.setattr("seal.experiments.knowledge_steps.adapt_batch", no_more_work)
     monkeypatch.setattr("seal.experiments.knowledge_steps.generate", no_more_work)
     second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output

@@ -37,7 +37,7 @@ def test_training_on_the_passage_raises_gold_answer_likelihood(shared_data, tmp_
     )
     cfg.adapt.epochs = 4
     run = KnowledgeEval(cfg, tmp_path / "run")
-    run.steps.model.lm = embedded  # the module's model, not a second copy
+    run.executor.source.lm = embedded  # the module's model, not a second copy
     results = run.run()
     conditions = results["conditions"]
     assert conditions["passage"]["gain"] > 0

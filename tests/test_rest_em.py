@@ -74,16 +74,22 @@ def test_micro_batching_does_not_change_the_optimiser_step(tiny_lm):
     torch.testing.assert_close(weights[0], weights[1], atol=1e-5, rtol=1e-4)
 
 
-def test_a_saved_round_adapter_rebuilds_the_merged_policy(tiny_lm, tmp_path):
+def test_a_round_adapters_files_rebuild_the_policy_the_in_process_merge_gives(tiny_lm, tmp_path):
     cfg = PolicyConfig(lr=1e-2, epochs=2, batch_size=1)
     cfg.lora.rank = 4
-    model, _ = policy.sft(tiny_lm, _examples(tiny_lm), cfg, seed=3)
-    saved = policy.save_adapter(model, tmp_path / "round-1")
+    pairs = [(e.prompt, e.completion) for e in _examples(tiny_lm)]
+    before = {k: v.clone() for k, v in tiny_lm.model.state_dict().items()}
+    files, losses = policy.sft_adapter_files(tiny_lm, pairs, cfg, seed=3)
+    assert len(losses) == 4 and "adapter_model.safetensors" in files
+    for k, v in tiny_lm.model.state_dict().items():
+        torch.testing.assert_close(v, before[k], atol=0, rtol=0)  # the LoRA was unloaded, not merged
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    policy.apply_adapter(tiny_lm, tmp_path)
+    in_process = LoadedModel(build_tiny_model(len(tiny_lm.tokenizer)), tiny_lm.tokenizer, "tiny", False)
+    model, _ = policy.sft(in_process, [policy.SFTExample(p, c) for p, c in pairs], cfg, seed=3)
     policy.merge(model)
-    assert not (tmp_path / "round-1.partial").exists()
-    fresh = LoadedModel(build_tiny_model(len(tiny_lm.tokenizer)), tiny_lm.tokenizer, "tiny", False)
-    policy.apply_adapter(fresh, saved)
-    for (name, a), (_, b) in zip(tiny_lm.model.state_dict().items(), fresh.model.state_dict().items()):
+    for (name, a), (_, b) in zip(tiny_lm.model.state_dict().items(), in_process.model.state_dict().items()):
         torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
 
 
@@ -139,8 +145,8 @@ def test_train_runs_two_rounds_reports_and_resumes_without_work(tiny_dir, train_
     def no_more_work(*args, **kwargs):
         raise AssertionError("a finished run must not redo work")
 
-    for target in ("knowledge_steps.adapt_and_score", "knowledge_steps.generate", "knowledge_train.policy.sft"):
-        monkeypatch.setattr(f"seal.experiments.{target}", no_more_work)
+    for target in ("experiments.knowledge_steps.adapt_batch", "experiments.knowledge_steps.generate", "policy.sft"):
+        monkeypatch.setattr(f"seal.{target}", no_more_work)
     again = runner.invoke(app, train_args(tiny_dir, train_and_eval_files, out))
     assert again.exit_code == 0, again.output
     assert json.loads((out / "results.json").read_text())["rounds"][2]["eval"] == results["rounds"][2]["eval"]

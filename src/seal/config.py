@@ -80,6 +80,17 @@ class AnswerConfig(Section):
     stop_at_newline: bool = Field(True, description="end an answer at its first line break")
 
 
+class ExecutorConfig(Section):
+    """Where model work runs: in this process, or on a pool of Ray actors (see seal.cluster)."""
+
+    kind: Literal["local", "ray"] = Field("local", description="local: in-process; ray: a pool of actors")
+    address: str | None = Field(None, description="Ray address ('auto', 'HOST:6379'); None = start Ray here")
+    workers: int = Field(2, ge=1, description="actors, each holding the model once")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0, description="1 per actor on a multi-GPU machine")
+    max_replacements: int = Field(8, ge=0, description="dead actors replaced per run before giving up")
+
+
 class JudgeConfig(Section):
     """An OpenAI-compatible chat endpoint used as a yes/no grader (the paper used GPT-4.1)."""
 
@@ -107,6 +118,7 @@ class KnowledgeEvalConfig(Section):
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     answer: AnswerConfig = Field(default_factory=AnswerConfig)
     judge: JudgeConfig | None = None
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     seed: int = 0
 
 
@@ -153,6 +165,7 @@ class KnowledgeTrainConfig(Section):
     answer: AnswerConfig = Field(default_factory=AnswerConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     judge: JudgeConfig | None = None
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     seed: int = 0
 
 
@@ -274,6 +287,7 @@ class ArcRunConfig(Section):
     ttt: ArcTTTConfig = Field(default_factory=ArcTTTConfig)
     adapt: AdaptConfig = Field(default_factory=_arc_adapt)
     oracle: ArcFixedPlan = Field(default_factory=ArcFixedPlan)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     seed: int = 0
 
 

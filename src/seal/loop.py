@@ -103,6 +103,52 @@ def job_batches(jobs: list, slots: int, skip: set[str] = frozenset()) -> list[li
     return [b for b in batches if any(j.key not in skip for j in b)]
 
 
+def work_batches(jobs: list[AdaptJob], adapt: AdaptConfig, skip: set[str] = frozenset()) -> list[list[AdaptJob]]:
+    """The unit of work: `adapt.slots` jobs trained together (one job at a time for the peft baseline)."""
+    if adapt.engine == "peft":
+        return [[j] for j in jobs if j.key not in skip]
+    return job_batches(jobs, adapt.slots, skip)
+
+
+def adapt_batch(
+    lm: LoadedModel,
+    batch: list[AdaptJob],
+    adapt: AdaptConfig,
+    answer: AnswerConfig,
+    judge: LLMJudge | None = None,
+    adapter_dir: Path | None = None,
+) -> list[AdaptResult]:
+    """Train one adapter per job of the batch, together, and score each adapted model on its probes.
+    With `adapter_dir`, each adapter is also saved there in peft format, under its job key."""
+    if adapt.engine == "peft":
+        from seal.baseline import adapt_and_score_peft
+
+        return [r for rs in adapt_and_score_peft(lm, batch, adapt, answer, judge=judge, adapter_dir=adapter_dir) for r in rs]
+    bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
+    began = time.perf_counter()
+    stats = train_adapters(lm, bank, [TrainJob(j.documents, j.seed) for j in batch], adapt)
+    if adapter_dir is not None:
+        for slot, job in enumerate(batch):
+            bank.save(slot, adapter_path(adapter_dir, job.key), base_model=lm.name)
+    probes = [p for j in batch for p in j.probes]
+    slots = [slot for slot, j in enumerate(batch) for _ in j.probes]
+    records = score_probes(lm, probes, answer, bank=bank, slots=slots, judge=judge)
+    share = (time.perf_counter() - began) / len(batch)
+    results, offset = [], 0
+    for slot, job in enumerate(batch):
+        results.append(
+            AdaptResult(
+                key=job.key,
+                probes=records[offset : offset + len(job.probes)],
+                losses=stats.first_last(slot),
+                steps=len(stats.losses[slot]),
+                seconds=share,
+            )
+        )
+        offset += len(job.probes)
+    return results
+
+
 def adapt_and_score(
     lm: LoadedModel,
     jobs: list[AdaptJob],
@@ -113,39 +159,7 @@ def adapt_and_score(
     adapter_dir: Path | None = None,
     skip: set[str] = frozenset(),
 ) -> Iterator[list[AdaptResult]]:
-    """Yields the results of each batch of `adapt.slots` jobs as soon as it is done.
-    Batches whose every key is in `skip` are left out (already done: resuming).
-    With `adapter_dir`, each adapter is also saved there in peft format, under its job key."""
-    if adapt.engine == "peft":
-        from seal.baseline import adapt_and_score_peft
-
-        todo = [j for j in jobs if j.key not in skip]
-        yield from adapt_and_score_peft(lm, todo, adapt, answer, judge=judge, adapter_dir=adapter_dir)
-        return
-    batches = job_batches(jobs, adapt.slots, skip)
-    if not batches:
-        return
-    bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
-    for batch in batches:
-        began = time.perf_counter()
-        stats = train_adapters(lm, bank, [TrainJob(j.documents, j.seed) for j in batch], adapt)
-        if adapter_dir is not None:
-            for slot, job in enumerate(batch):
-                bank.save(slot, adapter_path(adapter_dir, job.key), base_model=lm.name)
-        probes = [p for j in batch for p in j.probes]
-        slots = [slot for slot, j in enumerate(batch) for _ in j.probes]
-        records = score_probes(lm, probes, answer, bank=bank, slots=slots, judge=judge)
-        share = (time.perf_counter() - began) / len(batch)
-        results, offset = [], 0
-        for slot, job in enumerate(batch):
-            results.append(
-                AdaptResult(
-                    key=job.key,
-                    probes=records[offset : offset + len(job.probes)],
-                    losses=stats.first_last(slot),
-                    steps=len(stats.losses[slot]),
-                    seconds=share,
-                )
-            )
-            offset += len(job.probes)
-        yield results
+    """Yields the results of each batch as soon as it is done; batches whose every key is in `skip`
+    are left out (already done: resuming)."""
+    for batch in work_batches(jobs, adapt, skip):
+        yield adapt_batch(lm, batch, adapt, answer, judge, adapter_dir)

@@ -159,13 +159,31 @@ def load_model(
     model.to(device)
     model.eval()
     model.requires_grad_(False)
+    return LoadedModel(model=model, tokenizer=_prepare(tokenizer), name=name, chat=_chat(tokenizer, name, chat_template))
+
+
+def _prepare(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _chat(tokenizer: PreTrainedTokenizerBase, name: str, chat_template: bool | None) -> bool:
     chat = bool(tokenizer.chat_template) if chat_template is None else chat_template
     if chat and not tokenizer.chat_template:
         raise ModelLoadError(f"model {name!r} has no chat template; set model.chat_template to false")
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name, chat=chat)
+    return chat
+
+
+def load_tokenizer_view(cfg: ModelConfig) -> LoadedModel:
+    """The model's tokenizer and prompt format without its weights (model is None): enough to build prompts."""
+    source = resolve_source(cfg.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"cannot load the tokenizer of {cfg.name!r}: {str(err).strip().splitlines()[0]}") from err
+    return LoadedModel(model=None, tokenizer=_prepare(tokenizer), name=cfg.name, chat=_chat(tokenizer, cfg.name, cfg.chat_template))
 
 
 class ModelOnDemand:
@@ -178,3 +196,6 @@ class ModelOnDemand:
         if self.lm is None:
             self.lm = load_model(self.cfg.name, self.cfg.dtype, chat_template=self.cfg.chat_template)
         return self.lm
+
+    def adapter_files(self) -> list:
+        return []  # the model as loaded: no policy rounds

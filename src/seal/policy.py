@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -119,12 +120,6 @@ def sft(lm: LoadedModel, examples: list[SFTExample], cfg: PolicyConfig, seed: in
     return model, losses
 
 
-def save_adapter(model: PeftModel, directory: Path) -> Path:
-    with atomic_directory(directory) as partial:
-        model.save_pretrained(partial)
-    return Path(directory)
-
-
 def merge(model: PeftModel) -> None:
     """Fold the LoRA into the base weights in place; the model object the caller holds stays valid."""
     model.merge_and_unload()
@@ -173,18 +168,44 @@ class PolicyOnDemand:
             raise RuntimeError(f"model holds policy {self.applied}, policy {self.wanted} was asked for")
         return self.lm
 
-    def fine_tune(self, r: int, examples: list[tuple[str, str]], cfg: PolicyConfig, seed: int) -> None:
-        """Policy r from policy r-1 and (prompt, self-edit) examples; recorded only once its adapter is
-        whole on disk. No examples: policy r is policy r-1."""
+    def adapter_files(self) -> list[tuple[str, dict[str, bytes]]]:
+        """The adapters of rounds 1..wanted, as file contents (what a remote worker needs to follow)."""
+        out = []
+        for r in range(1, self.wanted + 1):
+            record = self.store.get("policy", f"r{r}")
+            if record is None:
+                raise RuntimeError(f"policy of round {r} is not recorded")
+            if record["adapter"] is not None:
+                directory = self.store.dir / record["adapter"]
+                out.append((f"round-{r}", {f.name: f.read_bytes() for f in sorted(directory.iterdir()) if f.is_file()}))
+        return out
+
+    def fine_tune(self, r: int, examples: list[tuple[str, str]], cfg: PolicyConfig, seed: int, executor) -> None:
+        """Policy r from policy r-1 and (prompt, self-edit) examples, trained wherever the executor runs
+        model work; the adapter is written whole to the run directory, then recorded. No examples:
+        policy r is policy r-1."""
         self.wanted = r - 1
-        lm = self()
         record: dict = {"adapter": None, "examples": len(examples), "losses": []}
         if examples:
             began = time.perf_counter()
-            model, losses = sft(lm, [SFTExample(lm.format_prompt(p), c) for p, c in examples], cfg, seed)
-            adapter = save_adapter(model, self.store.dir / POLICY_DIR / f"round-{r}")
-            merge(model)
-            record |= {"adapter": str(adapter.relative_to(self.store.dir)), "losses": losses,
-                       "seconds": time.perf_counter() - began}  # fmt: skip
+            ((_, (files, losses)),) = executor.map(sft_adapter_files, [examples], cfg, seed)
+            with atomic_directory(self.store.dir / POLICY_DIR / f"round-{r}") as partial:
+                partial.mkdir()
+                for name, content in files.items():
+                    (partial / name).write_bytes(content)
+            record |= {"adapter": f"{POLICY_DIR}/round-{r}", "losses": losses, "seconds": time.perf_counter() - began}
         self.store.put("policy", f"r{r}", record)
-        self.applied = self.wanted = r
+        self.wanted = r  # merged from the saved adapter when the model is next needed, as on a resume
+
+
+def sft_adapter_files(lm: LoadedModel, examples: list[tuple[str, str]], cfg: PolicyConfig, seed: int):
+    """Fine-tune a policy LoRA on (prompt, completion) pairs and return its saved files and losses;
+    the model is left as it was (the LoRA is unloaded, not merged)."""
+    model, losses = sft(lm, [SFTExample(lm.format_prompt(p), c) for p, c in examples], cfg, seed)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp)
+            files = {f.name: f.read_bytes() for f in sorted(Path(tmp).iterdir()) if f.is_file()}
+    finally:
+        model.unload()
+    return files, losses

@@ -172,7 +172,8 @@ def continual_report(results: dict, out: Path) -> str:
     rows = [[name, _fmt(arm["just_learned"]), _fmt(arm["final_mean"]), f"{arm['forgetting']:+.3f}"] for name, arm in arms.items()]
     matrices = []
     for name, arm in arms.items():
-        body = [[str(t), *[_fmt(x) for x in row]] for t, row in enumerate(arm["matrix"])]
+        body = [["before", *[_fmt(x) for x in results["before"]]]]
+        body += [[str(t), *[_fmt(x) for x in row]] for t, row in enumerate(arm["matrix"])]
         matrices.append(f"**{name}** ({metric}, rows: after step t, columns: passage j)\n\n"
                         + _markdown_table(["step", *map(str, range(T))], body))  # fmt: skip
     return "\n\n".join([

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from seal.adapters import AdapterBank
+from seal.cluster import Executor, make_executor
 from seal.config import ArcDataConfig, ArcEvalConfig, ArcRunConfig, ArcTrainConfig
 from seal.domains.arc import ttt
 from seal.domains.arc.format import tokens_per_grid
@@ -68,59 +68,79 @@ class ArcJob:
     documents: list
 
 
+def predict(lm: LoadedModel, cfg: ArcRunConfig, tasks: list[Task], seeds: list[int], bank=None, slots=None) -> list[list]:
+    """Voted attempts per test input of each task; task i's views routed to slots[i] when given."""
+    t_cfg = cfg.ttt
+    bos = lm.tokenizer.bos_token if _adds_bos(lm.tokenizer) else ""
+    all_views = [ttt.views(task, t_cfg.views, t_cfg.style, seed) for task, seed in zip(tasks, seeds)]
+    prompts = [bos + v.prompt for views in all_views for v in views]
+    rows = None if slots is None else [s for s, views in zip(slots, all_views) for _ in views]
+    budget = max(_output_budget(lm, cfg, task) for task in tasks)
+    outputs = generate(lm, prompts, max_new_tokens=budget, batch_size=t_cfg.batch_size, bank=bank, slots=rows)
+    results, offset = [], 0
+    for task, views in zip(tasks, all_views):
+        texts = outputs[offset : offset + len(views)]
+        offset += len(views)
+        results.append(ttt.attempts_from_outputs(task, views, texts, t_cfg.style, t_cfg.attempts))
+    return results
+
+
+def _output_budget(lm: LoadedModel, cfg: ArcRunConfig, task: Task) -> int:
+    """Room for the largest grid the task suggests (a square of its largest side), capped."""
+    side = max(max(len(g), len(g[0])) for p in task.train + task.test for g in (p.input, p.output) if g is not None)
+    square = tuple(tuple([0] * side) for _ in range(side))
+    return min(cfg.ttt.max_output_tokens, tokens_per_grid(lm.tokenizer, square, cfg.ttt.style) + 8)
+
+
+def _record(task: Task, attempts: list[list], **extra) -> dict:
+    return {
+        "task": task.id,
+        "solved": ttt.solved(task, attempts),
+        "attempts": [[[list(row) for row in g] for g in tries] for tries in attempts],
+        **extra,
+    }
+
+
+def in_context_work(lm: LoadedModel, item: tuple[Task, int], cfg: ArcRunConfig) -> dict:
+    task, seed = item
+    (attempts,) = predict(lm, cfg, [task], [seed])
+    return _record(task, attempts, valid=True)
+
+
+def adapt_work(lm: LoadedModel, batch: list[ArcJob], cfg: ArcRunConfig) -> list[dict]:
+    """Test-time training of one adapter per job, together, then voted predictions of each adapted model."""
+    bank = AdapterBank.attach(lm.model, cfg.adapt.lora, cfg.adapt.slots)
+    began = time.perf_counter()
+    train_jobs = [TrainJob(j.documents, stable_seed(cfg.seed, j.key), j.plan.lr, j.plan.epochs) for j in batch]
+    stats = train_adapters(lm, bank, train_jobs, cfg.adapt)
+    seeds = [stable_seed(cfg.seed, "views", j.key) for j in batch]
+    attempts = predict(lm, cfg, [j.task for j in batch], seeds, bank=bank, slots=list(range(len(batch))))
+    share = (time.perf_counter() - began) / len(batch)
+    return [
+        _record(j.task, a, valid=True, plan=j.plan.raw, examples=len(j.documents), steps=len(stats.losses[s]),
+                loss=stats.first_last(s), seconds=share)
+        for s, (j, a) in enumerate(zip(batch, attempts))
+    ]  # fmt: skip
+
+
 class ArcSteps:
-    def __init__(self, store: RunStore, model: Callable[[], LoadedModel], cfg: ArcRunConfig, console: Console):
-        self.store, self.model, self.cfg, self.console = store, model, cfg, console
+    def __init__(self, store: RunStore, executor: Executor, cfg: ArcRunConfig, console: Console):
+        self.store, self.executor, self.cfg, self.console = store, executor, cfg, console
 
     def sample(self, prefix: str, tasks: list[Task], k: int) -> None:
         wanted = [(f"{t.key}/{i}", self_edit_prompt(t, self.cfg.ttt.style)) for t in tasks for i in range(k)]
-        sample_self_edits(self.store, self.model, prefix, wanted, self.cfg.sampling, self.cfg.seed, self.console)
-
-    # --- prediction ------------------------------------------------------------------------------
-
-    def _predict(self, lm: LoadedModel, tasks: list[Task], seeds: list[int], bank=None, slots=None) -> list[list]:
-        """Voted attempts per test input of each task; task i's views routed to slots[i] when given."""
-        t_cfg = self.cfg.ttt
-        bos = lm.tokenizer.bos_token if _adds_bos(lm.tokenizer) else ""
-        all_views = [ttt.views(task, t_cfg.views, t_cfg.style, seed) for task, seed in zip(tasks, seeds)]
-        prompts = [bos + v.prompt for views in all_views for v in views]
-        rows = None if slots is None else [s for s, views in zip(slots, all_views) for _ in views]
-        budget = max(self._output_budget(lm, task) for task in tasks)
-        outputs = generate(lm, prompts, max_new_tokens=budget, batch_size=t_cfg.batch_size, bank=bank, slots=rows)
-        results, offset = [], 0
-        for task, views in zip(tasks, all_views):
-            texts = outputs[offset : offset + len(views)]
-            offset += len(views)
-            results.append(ttt.attempts_from_outputs(task, views, texts, t_cfg.style, t_cfg.attempts))
-        return results
-
-    def _output_budget(self, lm: LoadedModel, task: Task) -> int:
-        """Room for the largest grid the task suggests (a square of its largest side), capped."""
-        side = max(max(len(g), len(g[0])) for p in task.train + task.test for g in (p.input, p.output) if g is not None)
-        square = tuple(tuple([0] * side) for _ in range(side))
-        return min(self.cfg.ttt.max_output_tokens, tokens_per_grid(lm.tokenizer, square, self.cfg.ttt.style) + 8)
-
-    def _record(self, task: Task, attempts: list[list], **extra) -> dict:
-        return {
-            "task": task.id,
-            "solved": ttt.solved(task, attempts),
-            "attempts": [[[list(row) for row in g] for g in tries] for tries in attempts],
-            **extra,
-        }
+        sample_self_edits(self.store, self.executor, prefix, wanted, self.cfg.sampling, self.cfg.seed, self.console)
 
     def in_context(self, prefix: str, tasks: list[Task]) -> None:
         todo = [t for t in tasks if self.store.get("answers", f"{prefix}/{t.key}/0") is None]
         if not todo:
             return
-        lm = self.model()
+        items = [(t, stable_seed(self.cfg.seed, prefix, t.key)) for t in todo]
         with progress_bar(self.console) as progress:
             job = progress.add_task(f"{prefix}: predicting", total=len(todo))
-            for task in todo:
-                (attempts,) = self._predict(lm, [task], [stable_seed(self.cfg.seed, prefix, task.key)])
-                self.store.put("answers", f"{prefix}/{task.key}/0", self._record(task, attempts, valid=True))
+            for (task, _), record in self.executor.map(in_context_work, items, self.cfg):
+                self.store.put("answers", f"{prefix}/{task.key}/0", record)
                 progress.advance(job)
-
-    # --- test-time training ----------------------------------------------------------------------
 
     def job(self, lm: LoadedModel, item: ArcItem) -> ArcJob:
         t = self.cfg.ttt
@@ -136,7 +156,7 @@ class ArcSteps:
         done = self.store.keys("answers")
         if all(item.key in done for item in items):
             return
-        lm = self.model()
+        lm = self.executor.tokenizer_view()
         jobs = [self.job(lm, item) for item in items]
         self.store.put_many(
             "answers",
@@ -144,23 +164,10 @@ class ArcSteps:
              for j in jobs if not j.plan.valid and j.key not in done],
         )  # fmt: skip
         batches = job_batches([j for j in jobs if j.plan.valid], self.cfg.adapt.slots, done)
-        if not batches:
-            return
-        bank = AdapterBank.attach(lm.model, self.cfg.adapt.lora, self.cfg.adapt.slots)
         with progress_bar(self.console) as progress:
             task = progress.add_task(label, total=sum(len(b) for b in batches))
-            for batch in batches:
-                began = time.perf_counter()
-                train_jobs = [TrainJob(j.documents, stable_seed(self.cfg.seed, j.key), j.plan.lr, j.plan.epochs) for j in batch]
-                stats = train_adapters(lm, bank, train_jobs, self.cfg.adapt)
-                seeds = [stable_seed(self.cfg.seed, "views", j.key) for j in batch]
-                attempts = self._predict(lm, [j.task for j in batch], seeds, bank=bank, slots=list(range(len(batch))))
-                share = (time.perf_counter() - began) / len(batch)
-                self.store.put_many("answers", [
-                    (j.key, self._record(j.task, a, valid=True, plan=j.plan.raw, examples=len(j.documents),
-                                         steps=len(stats.losses[s]), loss=stats.first_last(s), seconds=share))
-                    for s, (j, a) in enumerate(zip(batch, attempts))
-                ])  # fmt: skip
+            for batch, records in self.executor.map(adapt_work, batches, self.cfg):
+                self.store.put_many("answers", [(j.key, r) for j, r in zip(batch, records)])
                 progress.advance(task, len(batch))
 
 
@@ -220,11 +227,15 @@ class ArcEval:
         self.cfg, self.console = cfg, console or Console()
         self.tasks = load_arc(cfg.data)
         self.store = RunStore(out, cfg)
-        self.steps = ArcSteps(self.store, ModelOnDemand(cfg.model), cfg, self.console)
+        self.executor = make_executor(cfg.executor, ModelOnDemand(cfg.model))
+        self.steps = ArcSteps(self.store, self.executor, cfg, self.console)
 
     def run(self) -> dict:
-        with self.store.timed("eval"):
-            _evaluate(self.steps, self.cfg, "", self.tasks, self.cfg.k, list(self.cfg.conditions))
+        try:
+            with self.store.timed("eval"):
+                _evaluate(self.steps, self.cfg, "", self.tasks, self.cfg.k, list(self.cfg.conditions))
+        finally:
+            self.executor.close()
         answers = self.store.all("answers")
         results = {
             "schema": "seal.arc.eval/1",
@@ -246,7 +257,8 @@ class ArcTrain:
             raise DataError(f"{len(overlap)} task(s) are both training and held-out tasks, e.g. {sorted(overlap)[0]!r}")
         self.store = RunStore(out, cfg)
         self.policy = PolicyOnDemand(cfg.model, self.store)
-        self.steps = ArcSteps(self.store, self.policy, cfg, self.console)
+        self.executor = make_executor(cfg.executor, self.policy)
+        self.steps = ArcSteps(self.store, self.executor, cfg, self.console)
 
     def evaluate(self, p: int) -> None:
         self.policy.wanted = p
@@ -271,13 +283,16 @@ class ArcTrain:
                     rewards = {i: float(answers[f"{prefix}/{t.key}/{i}"]["solved"]) for i in range(cfg.k)}
                     examples += [(sampled[f"{prefix}/{t.key}/{i}"]["prompt"], sampled[f"{prefix}/{t.key}/{i}"]["text"])
                                  for i in select(rewards, "positive")]  # fmt: skip
-                self.policy.fine_tune(r, examples, cfg.policy, stable_seed(cfg.seed, "sft", r))
+                self.policy.fine_tune(r, examples, cfg.policy, stable_seed(cfg.seed, "sft", r), self.executor)
 
     def run(self) -> dict:
-        for r in range(1, self.cfg.rounds + 1):
-            self.evaluate(r - 1)
-            self.train_round(r)
-        self.evaluate(self.cfg.rounds)
+        try:
+            for r in range(1, self.cfg.rounds + 1):
+                self.evaluate(r - 1)
+                self.train_round(r)
+            self.evaluate(self.cfg.rounds)
+        finally:
+            self.executor.close()
         answers, policies, timing = self.store.all("answers"), self.store.all("policy"), self.store.all("timing")
         rounds = []
         for p in range(self.cfg.rounds + 1):

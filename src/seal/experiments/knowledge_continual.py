@@ -25,6 +25,7 @@ from rich.console import Console
 
 from seal import policy
 from seal.adapters import AdapterBank
+from seal.cluster import LocalExecutor
 from seal.config import KnowledgeContinualConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage
@@ -54,7 +55,7 @@ class KnowledgeContinual:
         self.model = ModelOnDemand(cfg.model)
         self.steps = KnowledgeSteps(
             self.store,
-            self.model,
+            LocalExecutor(self.model),
             adapt=cfg.adapt,
             answer=cfg.answer,
             judge=LLMJudge(cfg.judge) if cfg.judge else None,

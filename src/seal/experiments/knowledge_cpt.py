@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from seal.baseline import train_full
+from seal.cluster import LocalExecutor
 from seal.config import KnowledgeCPTConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage
@@ -54,7 +55,8 @@ class KnowledgeCPT:
         self.model = ModelOnDemand(cfg.model)
         self.judge = LLMJudge(cfg.judge) if cfg.judge else None
         self.steps = KnowledgeSteps(
-            self.store, self.model, adapt=cfg.adapt, answer=cfg.answer, judge=self.judge, seed=cfg.seed, console=self.console
+            self.store,
+            LocalExecutor(self.model), adapt=cfg.adapt, answer=cfg.answer, judge=self.judge, seed=cfg.seed, console=self.console
         )
 
     def documents(self, condition: str) -> list[str]:

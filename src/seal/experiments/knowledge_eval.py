@@ -26,6 +26,7 @@ from seal.experiments.knowledge_steps import (
     summarise_conditions,
 )
 from seal.grading import LLMJudge
+from seal.cluster import make_executor
 from seal.models import ModelOnDemand
 from seal.store import RunStore
 
@@ -85,9 +86,10 @@ class KnowledgeEval:
         self.passages = select_passages(cfg.data, cfg.passages, cfg.paper_subset)
         self.from_file = file_self_edits(cfg, self.passages) if "file" in cfg.conditions else {}
         self.store = RunStore(out, cfg)
+        self.executor = make_executor(cfg.executor, ModelOnDemand(cfg.model))
         self.steps = KnowledgeSteps(
             self.store,
-            ModelOnDemand(cfg.model),
+            self.executor,
             adapt=cfg.adapt,
             answer=cfg.answer,
             judge=LLMJudge(cfg.judge) if cfg.judge else None,
@@ -115,13 +117,16 @@ class KnowledgeEval:
 
     def run(self) -> dict:
         conditions = list(dict.fromkeys(["base", *self.cfg.conditions]))  # base is needed for every gain
-        for condition in conditions:
-            if condition in UNADAPTED:
-                self.steps.answer(condition, self.passages, in_context=condition == "in-context")
-        for condition in conditions:
-            if condition in knowledge.VARIANTS:
-                self.steps.sample(condition, self.passages, condition, self.cfg.sampling)
-        self.steps.adapt(self.plan_items([c for c in conditions if c not in UNADAPTED]))
+        try:
+            for condition in conditions:
+                if condition in UNADAPTED:
+                    self.steps.answer(condition, self.passages, in_context=condition == "in-context")
+            for condition in conditions:
+                if condition in knowledge.VARIANTS:
+                    self.steps.sample(condition, self.passages, condition, self.cfg.sampling)
+            self.steps.adapt(self.plan_items([c for c in conditions if c not in UNADAPTED]))
+        finally:
+            self.executor.close()
         results = summarise(self.cfg, self.passages, conditions, self.store)
         (self.store.dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
         write_records(self.store, self.passages, conditions)

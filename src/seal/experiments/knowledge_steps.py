@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import statistics
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,14 +26,18 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from seal.cluster import Executor
 from seal.config import AdaptConfig, AnswerConfig, SamplingConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage
 from seal.grading import LLMJudge
-from seal.loop import AdaptJob, Probe, adapt_and_score, score_probes
+from seal.loop import AdaptJob, Probe, adapt_batch, score_probes, work_batches
 from seal.models import LoadedModel
 from seal.sampling import generate
 from seal.store import RunStore
+
+
+ANSWER_CHUNK = 16  # passages answered per unit of work (and per transaction)
 
 
 def stable_seed(*parts: object) -> int:
@@ -67,7 +70,7 @@ def progress_bar(console: Console) -> Progress:
 
 def sample_self_edits(
     store: RunStore,
-    model: Callable[[], LoadedModel],
+    executor: Executor,
     prefix: str,
     wanted: list[tuple[str, str]],
     sampling: SamplingConfig,
@@ -82,19 +85,9 @@ def sample_self_edits(
     todo = [(b, batch) for b, batch in enumerate(batches) if any(f"{prefix}/{key}" not in done for key, _ in batch)]
     if not todo:
         return
-    lm = model()
     with progress_bar(console) as progress:
         task = progress.add_task(f"{prefix}: writing self-edits", total=sum(len(b) for _, b in todo))
-        for b, batch in todo:
-            torch.manual_seed(stable_seed(seed, prefix, b))
-            texts = generate(
-                lm,
-                [lm.format_prompt(x) for _, x in batch],
-                max_new_tokens=sampling.max_new_tokens,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                batch_size=sampling.batch_size,
-            )
+        for (_, batch), texts in executor.map(sample_work, todo, sampling, seed, prefix):
             store.put_many("self_edits", [(f"{prefix}/{key}", {"prompt": x, "text": t}) for (key, x), t in zip(batch, texts)])
             progress.advance(task, len(batch))
 
@@ -112,7 +105,7 @@ class KnowledgeSteps:
     def __init__(
         self,
         store: RunStore,
-        model: Callable[[], LoadedModel],
+        executor: Executor,
         *,
         adapt: AdaptConfig,
         answer: AnswerConfig,
@@ -120,33 +113,28 @@ class KnowledgeSteps:
         seed: int,
         console: Console,
     ):
-        self.store, self.model = store, model  # the model is loaded on first need: a finished run loads nothing
+        self.store, self.executor = store, executor  # the model is loaded on first need: a finished run loads nothing
         self.adapt_cfg, self.answer_cfg, self.judge = adapt, answer, judge
         self.seed, self.console = seed, console
 
     def answer(self, prefix: str, passages: list[Passage], in_context: bool = False) -> None:
-        """Answers filed as `{prefix}/{passage}/0`, all in one transaction."""
+        """Answers filed as `{prefix}/{passage}/0`, one transaction per chunk of passages."""
         todo = [p for p in passages if self.store.get("answers", f"{prefix}/{p.key}/0") is None]
         if not todo:
             return
-        lm = self.model()
-        per_passage = [probes_for(lm, p, in_context) for p in todo]
-        probes = [probe for group in per_passage for probe in group]
+        lm = self.executor.tokenizer_view()
+        chunks = [todo[s : s + ANSWER_CHUNK] for s in range(0, len(todo), ANSWER_CHUNK)]
+        items = [[(p.key, probes_for(lm, p, in_context)) for p in chunk] for chunk in chunks]
         with progress_bar(self.console) as progress:
-            task = progress.add_task(f"{prefix}: answering", total=len(probes))
-            records = score_probes(
-                lm, probes, self.answer_cfg, judge=self.judge, progress=lambda n: progress.advance(task, n)
-            )
-        items, offset = [], 0
-        for passage, group in zip(todo, per_passage):
-            items.append((f"{prefix}/{passage.key}/0", records[offset : offset + len(group)]))
-            offset += len(group)
-        self.store.put_many("answers", items)
+            task = progress.add_task(f"{prefix}: answering", total=len(todo))
+            for item, records in self.executor.map(answer_work, items, self.answer_cfg, self.judge):
+                self.store.put_many("answers", [(f"{prefix}/{key}/0", r) for (key, _), r in zip(item, records)])
+                progress.advance(task, len(item))
 
     def sample(self, prefix: str, passages: list[Passage], variant: str, sampling: SamplingConfig) -> None:
         """k self-edits per passage filed as `{prefix}/{passage}/{i}`."""
         wanted = [(f"{p.key}/{i}", knowledge.self_edit_prompt(p, variant)) for p in passages for i in range(sampling.k)]
-        sample_self_edits(self.store, self.model, prefix, wanted, sampling, self.seed, self.console)
+        sample_self_edits(self.store, self.executor, prefix, wanted, sampling, self.seed, self.console)
 
     def adapt(self, items: list[PlanItem], label: str = "adapting and scoring") -> None:
         """Each item's adapted answers filed under its key, one transaction per batch of adapters.
@@ -158,19 +146,18 @@ class KnowledgeSteps:
         done = self.store.keys("answers")
         if all(item.key in done for item in items):
             return
-        lm = self.model()
+        lm = self.executor.tokenizer_view()
         jobs = [
             AdaptJob(
                 item.key, item.documents, [q for p in item.passages for q in probes_for(lm, p)], stable_seed(self.seed, item.key)
             )
             for item in items
         ]
+        batches = work_batches(jobs, self.adapt_cfg, done)
         adapter_dir = self.store.dir / "adapters" if self.adapt_cfg.keep_adapters else None
         with progress_bar(self.console) as progress:
-            task = progress.add_task(label, total=sum(item.key not in done for item in items))
-            for results in adapt_and_score(
-                lm, jobs, self.adapt_cfg, self.answer_cfg, judge=self.judge, adapter_dir=adapter_dir, skip=done
-            ):
+            task = progress.add_task(label, total=sum(len(b) for b in batches))
+            for _, results in self.executor.map(adapt_batch, batches, self.adapt_cfg, self.answer_cfg, self.judge, adapter_dir):
                 self.store.put_many("answers", [(r.key, r.probes) for r in results])
                 self.store.put_many(
                     "adapt",
@@ -180,6 +167,31 @@ class KnowledgeSteps:
                     ],
                 )
                 progress.advance(task, len(results))
+
+
+def answer_work(lm: LoadedModel, item: list[tuple[str, list[Probe]]], answer: AnswerConfig, judge: LLMJudge | None):
+    """Per passage of the chunk, the records of its probes (unadapted model)."""
+    probes = [p for _, group in item for p in group]
+    records = score_probes(lm, probes, answer, judge=judge)
+    out, offset = [], 0
+    for _, group in item:
+        out.append(records[offset : offset + len(group)])
+        offset += len(group)
+    return out
+
+
+def sample_work(lm: LoadedModel, item: tuple[int, list[tuple[str, str]]], sampling: SamplingConfig, seed: int, prefix: str):
+    """Completions of one batch of prompts, seeded by the batch's index (the same wherever it runs)."""
+    b, batch = item
+    torch.manual_seed(stable_seed(seed, prefix, b))
+    return generate(
+        lm,
+        [lm.format_prompt(x) for _, x in batch],
+        max_new_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        batch_size=sampling.batch_size,
+    )
 
 
 def mean(xs: list[float]) -> float:

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from seal import policy
+from seal.cluster import make_executor
 from seal.config import KnowledgeTrainConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import DataError, Passage
@@ -63,9 +64,10 @@ class KnowledgeTrain:
             raise DataError(f"{len(overlap)} passage(s) are both training and held-out passages, e.g. {title!r}")
         self.store = RunStore(out, cfg)
         self.policy = policy.PolicyOnDemand(cfg.model, self.store)
+        self.executor = make_executor(cfg.executor, self.policy)
         self.steps = KnowledgeSteps(
             self.store,
-            self.policy,
+            self.executor,
             adapt=cfg.adapt,
             answer=cfg.answer,
             judge=LLMJudge(cfg.judge) if cfg.judge else None,
@@ -151,15 +153,18 @@ class KnowledgeTrain:
             for i in selections[f"r{r}/{p.key}"]["kept"]
             for key in [f"r{r}/train/{self.cfg.variant}/{p.key}/{i}"]
         ]
-        self.policy.fine_tune(r, examples, self.cfg.policy, stable_seed(self.cfg.seed, "sft", r))
+        self.policy.fine_tune(r, examples, self.cfg.policy, stable_seed(self.cfg.seed, "sft", r), self.executor)
 
     # --- the whole run ---------------------------------------------------------------------------
 
     def run(self) -> dict:
-        for r in range(1, self.cfg.rounds + 1):
-            self.evaluate(r - 1)
-            self.train_round(r)
-        self.evaluate(self.cfg.rounds)
+        try:
+            for r in range(1, self.cfg.rounds + 1):
+                self.evaluate(r - 1)
+                self.train_round(r)
+            self.evaluate(self.cfg.rounds)
+        finally:
+            self.executor.close()
         results = summarise(self.cfg, self.train_passages, self.eval_passages, self.store)
         (self.store.dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
         return results
