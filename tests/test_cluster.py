@@ -1,0 +1,116 @@
+"""Runs on a real local Ray cluster (a head and a second node on loopback, one CPU each):
+the same records as in-process, and a run that survives an actor killed mid-round."""
+
+import json
+import math
+
+import pytest
+import ray
+import torch
+from ray.cluster_utils import Cluster
+
+from seal import cluster as seal_cluster
+from seal.config import ArcEvalConfig, KnowledgeTrainConfig, load_config
+from seal.experiments.arc import ArcEval
+from seal.experiments.knowledge_train import KnowledgeTrain
+from seal.loop import adapt_batch
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    local = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    local.add_node(num_cpus=1)
+    ray.init(address=local.address, log_to_driver=False)
+    yield local
+    ray.shutdown()
+    local.shutdown()
+
+
+@pytest.fixture
+def one_thread():
+    """Ray actors compute with one thread each; the in-process reference does the same, so sums
+    are reduced in the same order and the two runs can be compared exactly."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def close(a, b) -> bool:
+    """Equal records: same texts and structure, floats equal to 1e-5."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a if "seconds" not in k)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-5) or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
+def records(run) -> dict:
+    return {kind: run.store.all(kind) for kind in ("answers", "self_edits", "selections", "adapt")}
+
+
+def knowledge_cfg(tiny_dir, files, executor: str) -> KnowledgeTrainConfig:
+    sets = [
+        f"model.name={tiny_dir}", f"train_data={files[0]}", f"eval_data={files[1]}", "train_passages=3",
+        "eval_passages=2", "rounds=1", "sampling.k=2", "adapt.epochs=2", "adapt.lora.rank=4", "adapt.slots=2",
+        "policy.lora.rank=4", "sampling.max_new_tokens=16", "answer.max_new_tokens=6", "model.dtype=float32",
+        "reward=loglik", "policy.lr=1e-2", "policy.batch_size=1", f"executor.kind={executor}", "executor.workers=2",
+    ]  # fmt: skip
+    return load_config(KnowledgeTrainConfig, None, sets)
+
+
+@pytest.fixture
+def knowledge_files(tmp_path, passages3):
+    data = json.loads(passages3.read_text())
+    train, held_out = tmp_path / "train.json", tmp_path / "eval.json"
+    train.write_text(json.dumps(data[:2] + data[:1]))  # 3 training passages (one repeated: its own key)
+    held_out.write_text(json.dumps(data[2:]))
+    return train, held_out
+
+
+def test_a_rest_em_round_on_ray_records_what_the_local_executor_records(ray_cluster, one_thread, tiny_dir, knowledge_files, tmp_path):
+    local = KnowledgeTrain(knowledge_cfg(tiny_dir, knowledge_files, "local"), tmp_path / "local")
+    local_results = local.run()
+    remote = KnowledgeTrain(knowledge_cfg(tiny_dir, knowledge_files, "ray"), tmp_path / "ray")
+    assert isinstance(remote.executor, seal_cluster.RayExecutor)
+    remote_results = remote.run()
+    assert close(records(local), records(remote))
+    assert close(local_results, remote_results)
+    assert (tmp_path / "ray" / "policy" / "round-1" / "adapter_model.safetensors").exists()
+
+
+def test_an_actor_killed_mid_round_is_replaced_and_the_run_ends_with_the_same_records(
+    ray_cluster, one_thread, tiny_dir, knowledge_files, tmp_path, monkeypatch
+):
+    reference = KnowledgeTrain(knowledge_cfg(tiny_dir, knowledge_files, "local"), tmp_path / "local")
+    reference.run()
+    real_map, killed = seal_cluster.RayExecutor.map, []
+
+    def map_that_loses_an_actor(self, fn, items, *args):
+        for n, out in enumerate(real_map(self, fn, items, *args)):
+            if fn is adapt_batch and not killed and self.pending:
+                victim = next(iter(self.pending.values()))[0]  # an actor with work in flight
+                ray.kill(self.actors[victim], no_restart=True)
+                killed.append(victim)
+            yield out
+
+    monkeypatch.setattr(seal_cluster.RayExecutor, "map", map_that_loses_an_actor)
+    run = KnowledgeTrain(knowledge_cfg(tiny_dir, knowledge_files, "ray"), tmp_path / "ray")
+    run.run()
+    assert killed and run.executor.replaced == 1
+    assert close(records(reference), records(run))
+
+
+def test_an_arc_evaluation_runs_through_ray(ray_cluster, one_thread, tiny_dir, tmp_path):
+    def cfg(executor):
+        sets = [f"model.name={tiny_dir}", "data.ids=[59341089, 66e6c45b]", "k=1", "model.dtype=float32",
+                "adapt.lora.rank=4", "ttt.max_examples=4", "ttt.views=2", "sampling.max_new_tokens=24",
+                "ttt.max_output_tokens=24", "oracle.epochs=1", "ttt.max_tokens=500", f"executor.kind={executor}"]  # fmt: skip
+        return load_config(ArcEvalConfig, None, sets)
+
+    local = ArcEval(cfg("local"), tmp_path / "local").run()
+    remote = ArcEval(cfg("ray"), tmp_path / "ray").run()
+    assert remote["conditions"]["oracle"]["pairs"] == 2
+    assert close(local["conditions"], remote["conditions"])
