@@ -35,6 +35,8 @@ USER_ERRORS = (DataError, ModelLoadError, RunConfigMismatch, ValueError, FileNot
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override any field: key.sub=value")]
+ExecutorOpt = Annotated[Optional[str], typer.Option("--executor", help="local (in-process) | ray (a pool of actors)")]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address (auto, HOST:6379)")]
 
 
 def fail(message: str) -> None:
@@ -65,12 +67,16 @@ def knowledge_eval(
     k: Annotated[Optional[int], typer.Option(help="self-edits per passage")] = None,
     reward: Annotated[Optional[str], typer.Option(help="em | f1 | loglik | judge")] = None,
     out: Annotated[Path, typer.Option(help="run directory; re-running resumes it")] = Path("runs/knowledge-eval"),
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """The single-passage table: base, in-context, passage-only and self-edit conditions."""
     from seal.experiments.knowledge_eval import KnowledgeEval, results_table
 
     flags = {
+        "executor.kind": executor,
+        "executor.address": ray_address,
         "model.name": model,
         "data": data,
         "passages": passages,
@@ -100,12 +106,16 @@ def knowledge_train(
     k: Annotated[Optional[int], typer.Option(help="self-edits per training passage")] = None,
     reward: Annotated[Optional[str], typer.Option(help="verdict | em | f1 | loglik | judge")] = None,
     out: Annotated[Path, typer.Option(help="run directory; re-running resumes it")] = Path("runs/knowledge-train"),
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """ReST-EM: sample self-edits, reward them by adapting, fine-tune the policy on the best; evaluate each round."""
     from seal.experiments.knowledge_train import KnowledgeTrain, rounds_table
 
     flags = {
+        "executor.kind": executor,
+        "executor.address": ray_address,
         "model.name": model,
         "train_data": train_data,
         "train_passages": train_passages,
@@ -194,12 +204,16 @@ def arc_eval(
     conditions: Annotated[Optional[str], typer.Option(help="comma-separated: in-context,self-edit,oracle")] = None,
     k: Annotated[Optional[int], typer.Option(help="self-edits per task")] = None,
     out: Annotated[Path, typer.Option(help="run directory; re-running resumes it")] = Path("runs/arc-eval"),
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Self-edits on ARC tasks: parse, test-time train, predict with augmented voting; next to the baselines."""
     from seal.experiments.arc import ArcEval
 
     flags = {
+        "executor.kind": executor,
+        "executor.address": ray_address,
         "model.name": model,
         "data.challenges": challenges,
         "data.solutions": solutions,
@@ -225,12 +239,16 @@ def arc_train(
     k: Annotated[Optional[int], typer.Option(help="self-edits per training task")] = None,
     eval_k: Annotated[Optional[int], typer.Option(help="self-edits per held-out task")] = None,
     out: Annotated[Path, typer.Option(help="run directory; re-running resumes it")] = Path("runs/arc-train"),
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """ReST-EM on ARC: keep the self-edits that solve their training task, fine-tune the policy on them."""
     from seal.experiments.arc import ArcTrain
 
     flags = {
+        "executor.kind": executor,
+        "executor.address": ray_address,
         "model.name": model,
         "train_data.tasks": train_tasks,
         "eval_data.tasks": eval_tasks,
