@@ -1,8 +1,8 @@
 """Inner-loop benchmark: self-edit evaluations per minute, the straightforward way vs the batched engine.
 
 Both evaluate the same plans (SQuAD evaluation passages + GPT-4.1's implications from the
-SEAL release, the paper's knowledge-incorporation settings: LoRA r=32/alpha=64, 10 epochs,
-lr 1e-3, one document per step, greedy 64-token answers):
+SEAL release, the paper's knowledge-incorporation settings: LoRA r=32/alpha=64 on q_proj and
+v_proj, 10 epochs, lr 1e-3, one document per step, greedy 64-token answers):
 
 - baseline: a fresh peft adapter per self-edit, plain loop at batch 1 in float32, answers
   generated per self-edit (`adapt.engine: peft`);
@@ -14,6 +14,7 @@ and writes JSON.
 
     python bench/inner_loop.py                      # K = 1, 5, 15; 2 baseline self-edits
     python bench/inner_loop.py --ks 1,5 --epochs 2  # quicker
+    python bench/inner_loop.py --targets all        # LoRA on every projection (our default for eval runs)
 """
 
 from __future__ import annotations
@@ -60,17 +61,17 @@ def build_jobs(lm, count: int, epochs: int):
     return jobs
 
 
-def run_one(mode: str, k: int, epochs: int, baseline_edits: int) -> dict:
+def run_one(mode: str, k: int, epochs: int, baseline_edits: int, targets: list[str]) -> dict:
     """One configuration, in this process."""
     from seal.adapters import AdapterBank
-    from seal.config import AdaptConfig, AnswerConfig
+    from seal.config import AdaptConfig, AnswerConfig, LoraConfig
     from seal.loop import adapt_and_score, score_probes
     from seal.models import load_model
     from seal.training import TrainJob, train_adapters
 
     baseline = mode == "baseline"
     lm = load_model("embedded", dtype="float32" if baseline else "auto")
-    adapt = AdaptConfig(epochs=epochs, slots=max(k, 1), engine="peft" if baseline else "batched")
+    adapt = AdaptConfig(epochs=epochs, slots=max(k, 1), engine="peft" if baseline else "batched", lora=LoraConfig(targets=targets))
     answer = AnswerConfig()
     jobs = build_jobs(lm, baseline_edits if baseline else k, epochs)
     matmul_params = sum(p.numel() for p in lm.model.parameters())  # every weight is used in a matmul (tied lm_head)
@@ -107,12 +108,16 @@ def main() -> None:
     parser.add_argument("--ks", default="1,5,15")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--baseline-edits", type=int, default=2)
+    parser.add_argument("--targets", default="q_proj,v_proj", help="LoRA targets (paper: q_proj,v_proj); 'all' = every projection")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "inner_loop.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
     args = parser.parse_args()
+    from seal.config import ALL_PROJECTIONS
+
+    targets = ALL_PROJECTIONS if args.targets == "all" else args.targets.split(",")
     if args.one:
         mode, k = args.one.split(":")
-        print(json.dumps(run_one(mode, int(k), args.epochs, args.baseline_edits)))
+        print(json.dumps(run_one(mode, int(k), args.epochs, args.baseline_edits, targets)))
         return
 
     from rich.console import Console
@@ -126,7 +131,8 @@ def main() -> None:
     configs = ["baseline:1"] + [f"engine:{k}" for k in args.ks.split(",")]
     rows = []
     for config in configs:
-        command = [sys.executable, __file__, "--one", config, "--epochs", str(args.epochs), "--baseline-edits", str(args.baseline_edits)]
+        command = [sys.executable, __file__, "--one", config, "--epochs", str(args.epochs), "--baseline-edits",
+                   str(args.baseline_edits), "--targets", ",".join(targets)]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"{config}: {rows[-1]['seconds_per_self_edit']:.1f} s per self-edit", file=sys.stderr)
@@ -138,7 +144,8 @@ def main() -> None:
     report = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available()},
-        "settings": {"epochs": args.epochs, "lora_rank": 32, "lora_alpha": 64, "lr": 1e-3, "answer_tokens": 64},
+        "settings": {"epochs": args.epochs, "lora_rank": 32, "lora_alpha": 64, "lora_targets": targets, "lr": 1e-3,
+                     "answer_tokens": 64},
         "matmul_peak_gflops": peaks,
         "rows": rows,
     }  # fmt: skip

@@ -1,7 +1,7 @@
 """Packed batches: many variable-length sequences in one row, with no padding computed anywhere.
 
-The base model's matmuls run over the packed tokens; attention runs per sequence (causal
-within it, nothing across), through an attention function registered with transformers
+The base model's matmuls run over the packed tokens; attention is causal within each
+sequence and nothing across, through an attention function registered with transformers
 and switched on only while a packed batch goes through the model.
 """
 
@@ -14,30 +14,73 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 
 ATTENTION_NAME = "seal_packed"
-_lengths: list[int] | None = None  # lengths of the packed sequences now in the model
+
+
+class _Bucket:
+    """Sequences of similar length, padded to the longest of them, for one attention call."""
+
+    def __init__(self, starts: list[int], lengths: list[int], device: torch.device):
+        self.n, self.longest = len(lengths), max(lengths)
+        positions = torch.arange(self.longest, device=device)
+        valid = positions[None, :] < torch.tensor(lengths, device=device)[:, None]  # (n, L)
+        self.gather = (torch.tensor(starts, device=device)[:, None] + positions[None, :]).flatten()
+        self.gather = torch.where(valid.flatten(), self.gather, self.gather[0])  # padding reads any real token
+        self.rows = valid.flatten().nonzero().squeeze(1)  # padded slot of each real token
+        causal = positions[None, :] <= positions[:, None]  # (L, L): query row, key column
+        self.mask = (causal[None] & valid[:, None, :])[:, None]  # (n, 1, L, L)
+
+    def attend(self, query, key, value, dropout: float, scaling, gqa: bool) -> torch.Tensor:
+        def pad(x):  # (1, h, T, d) -> (n, h, L, d)
+            return x[0].index_select(1, self.gather).view(x.shape[1], self.n, self.longest, x.shape[3]).transpose(0, 1)
+
+        q, k, v = pad(query), pad(key), pad(value)
+        if gqa:
+            k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+            v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+        scores = (q @ k.transpose(-1, -2)) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
+        weights = torch.softmax(scores.masked_fill(~self.mask, float("-inf")), dim=-1, dtype=torch.float32).to(q.dtype)
+        if dropout:
+            weights = F.dropout(weights, dropout)
+        out = weights @ v
+        return out.transpose(1, 2).reshape(self.n * self.longest, out.shape[1], out.shape[3]).index_select(0, self.rows)
+
+
+class _Layout:
+    """The packed sequences grouped into buckets of similar length, one attention call per bucket.
+
+    A call per sequence (K short documents per step, 30 layers, forward and backward) costs
+    more in per-call overhead than in arithmetic; one call over all of them, padded to the
+    longest, wastes more than it saves when a long document (the passage) sits among short
+    ones (its implications). Buckets whose padding stays under a quarter get both."""
+
+    def __init__(self, lengths: list[int], device: torch.device):
+        starts = [sum(lengths[:i]) for i in range(len(lengths))]
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        groups: list[list[int]] = [[]]
+        for i in order:
+            group = groups[-1] + [i]
+            if groups[-1] and lengths[i] * len(group) > 1.25 * sum(lengths[j] for j in group):
+                groups.append([i])
+            else:
+                groups[-1] = group
+        self.buckets = [_Bucket([starts[i] for i in g], [lengths[i] for i in g], device) for g in groups]
+        # Token positions in the order the buckets return them, and back to the packed order.
+        returned = [starts[i] + p for g in groups for i in g for p in range(lengths[i])]
+        self.restore = torch.argsort(torch.tensor(returned, device=device))
+
+    def attend(self, query, key, value, dropout: float, scaling, gqa: bool) -> torch.Tensor:
+        parts = [b.attend(query, key, value, dropout, scaling, gqa) for b in self.buckets]
+        return torch.cat(parts).index_select(0, self.restore)[None]  # (1, T, h, d)
+
+
+_layout: _Layout | None = None  # the packed batch now in the model
 
 
 def packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     """Causal attention within each packed sequence; query/key/value are (1, heads, tokens, dim)."""
-    if _lengths is None:
+    if _layout is None:
         raise RuntimeError("packed attention used outside seal.packing.packed_forward")
-    gqa = query.shape[1] != key.shape[1]
-    outputs, start = [], 0
-    for length in _lengths:
-        end = start + length
-        outputs.append(
-            F.scaled_dot_product_attention(
-                query[:, :, start:end],
-                key[:, :, start:end],
-                value[:, :, start:end],
-                is_causal=True,
-                dropout_p=dropout,
-                scale=scaling,
-                enable_gqa=gqa,
-            )
-        )
-        start = end
-    return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
+    return _layout.attend(query, key, value, dropout, scaling, query.shape[1] != key.shape[1]), None
 
 
 AttentionInterface.register(ATTENTION_NAME, packed_attention)
@@ -50,16 +93,16 @@ def packed_forward(model: torch.nn.Module, lengths: list[int]):
     transformers builds no mask for an attention function it has no mask function for, so
     no (tokens x tokens) mask is ever made.
     """
-    global _lengths
+    global _layout
     config = model.config
     previous = config._attn_implementation
     config._attn_implementation = ATTENTION_NAME
-    _lengths = lengths
+    _layout = _Layout(lengths, next(model.parameters()).device)
     try:
         yield
     finally:
         config._attn_implementation = previous
-        _lengths = None
+        _layout = None
 
 
 def pack(sequences: list[tuple[list[int], list[bool]]], device: torch.device) -> dict:
