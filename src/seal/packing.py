@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 
 ATTENTION_NAME = "seal_packed"
+PAD_TOLERANCE = 1.25  # a bucket may compute up to this many times its real tokens
 
 
 class _Bucket:
@@ -59,7 +60,7 @@ class _Layout:
         groups: list[list[int]] = [[]]
         for i in order:
             group = groups[-1] + [i]
-            if groups[-1] and lengths[i] * len(group) > 1.25 * sum(lengths[j] for j in group):
+            if groups[-1] and lengths[i] * len(group) > PAD_TOLERANCE * sum(lengths[j] for j in group):
                 groups.append([i])
             else:
                 groups[-1] = group
