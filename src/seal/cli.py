@@ -35,6 +35,7 @@ USER_ERRORS = (DataError, ModelLoadError, RunConfigMismatch, ValueError, FileNot
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override any field: key.sub=value")]
+ModelOpt = Annotated[Optional[str], typer.Option(help="'embedded', a hub id or a local directory")]
 ExecutorOpt = Annotated[Optional[str], typer.Option("--executor", help="local (in-process) | ray (a pool of actors)")]
 RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address (auto, HOST:6379)")]
 
@@ -56,10 +57,24 @@ def resolve(cls, config: Path | None, flags: dict[str, object], overrides: list[
         fail(str(err))
 
 
+def common_flags(model: str | None, executor: str | None = None, ray_address: str | None = None) -> dict[str, object]:
+    return {"model.name": model, "executor.kind": executor, "executor.address": ray_address}
+
+
+def launch(cls, experiment, config: Path | None, flags: dict[str, object], overrides: list[str] | None, out: Path) -> None:
+    """Resolve the config, run (or resume) the experiment in `out`, and show its report."""
+    cfg = resolve(cls, config, flags, overrides)
+    try:
+        experiment(cfg, out, console).run()
+    except USER_ERRORS as err:
+        fail(str(err))
+    show_report(out)
+
+
 @knowledge_app.command("eval")
 def knowledge_eval(
     config: ConfigOpt = None,
-    model: Annotated[Optional[str], typer.Option(help="'embedded', a hub id or a local directory")] = None,
+    model: ModelOpt = None,
     data: Annotated[Optional[str], typer.Option(help="passages file (SEAL format)")] = None,
     passages: Annotated[Optional[int], typer.Option(help="number of passages (paper subset order)")] = None,
     conditions: Annotated[Optional[str], typer.Option(help="comma-separated, e.g. base,in-context,passage,implications,file")] = None,
@@ -72,12 +87,10 @@ def knowledge_eval(
     set_: SetOpt = None,
 ) -> None:
     """The single-passage table: base, in-context, passage-only and self-edit conditions."""
-    from seal.experiments.knowledge_eval import KnowledgeEval, results_table
+    from seal.experiments.knowledge_eval import KnowledgeEval
 
     flags = {
-        "executor.kind": executor,
-        "executor.address": ray_address,
-        "model.name": model,
+        **common_flags(model, executor, ray_address),
         "data": data,
         "passages": passages,
         "conditions": f"[{conditions}]" if conditions else None,
@@ -85,19 +98,13 @@ def knowledge_eval(
         "sampling.k": k,
         "reward": reward,
     }
-    cfg = resolve(KnowledgeEvalConfig, config, flags, set_)
-    try:
-        results = KnowledgeEval(cfg, out, console).run()
-    except USER_ERRORS as err:
-        fail(str(err))
-    console.print(results_table(results))
-    console.print(f"run directory: {out} (results.json, records.jsonl, config.yaml)")
+    launch(KnowledgeEvalConfig, KnowledgeEval, config, flags, set_, out)
 
 
 @knowledge_app.command("train")
 def knowledge_train(
     config: ConfigOpt = None,
-    model: Annotated[Optional[str], typer.Option(help="'embedded', a hub id or a local directory")] = None,
+    model: ModelOpt = None,
     train_data: Annotated[Optional[str], typer.Option(help="training passages (SEAL format)")] = None,
     train_passages: Annotated[Optional[int], typer.Option(help="number of training passages")] = None,
     eval_data: Annotated[Optional[str], typer.Option(help="held-out passages (SEAL format)")] = None,
@@ -111,12 +118,10 @@ def knowledge_train(
     set_: SetOpt = None,
 ) -> None:
     """ReST-EM: sample self-edits, reward them by adapting, fine-tune the policy on the best; evaluate each round."""
-    from seal.experiments.knowledge_train import KnowledgeTrain, rounds_table
+    from seal.experiments.knowledge_train import KnowledgeTrain
 
     flags = {
-        "executor.kind": executor,
-        "executor.address": ray_address,
-        "model.name": model,
+        **common_flags(model, executor, ray_address),
         "train_data": train_data,
         "train_passages": train_passages,
         "eval_data": eval_data,
@@ -125,19 +130,13 @@ def knowledge_train(
         "sampling.k": k,
         "reward": reward,
     }
-    cfg = resolve(KnowledgeTrainConfig, config, flags, set_)
-    try:
-        results = KnowledgeTrain(cfg, out, console).run()
-    except USER_ERRORS as err:
-        fail(str(err))
-    console.print(rounds_table(results))
-    console.print(f"run directory: {out} (results.json, policy/, config.yaml); `seal report {out}` for plots")
+    launch(KnowledgeTrainConfig, KnowledgeTrain, config, flags, set_, out)
 
 
 @knowledge_app.command("continual")
 def knowledge_continual(
     config: ConfigOpt = None,
-    model: Annotated[Optional[str], typer.Option(help="'embedded', a hub id or a local directory")] = None,
+    model: ModelOpt = None,
     data: Annotated[Optional[str], typer.Option(help="passages file (SEAL format)")] = None,
     sequences: Annotated[Optional[int], typer.Option(help="independent sequences, averaged")] = None,
     steps: Annotated[Optional[int], typer.Option(help="passages per sequence")] = None,
@@ -149,24 +148,19 @@ def knowledge_continual(
     from seal.experiments.knowledge_continual import KnowledgeContinual
 
     flags = {
-        "model.name": model,
+        **common_flags(model),
         "data": data,
         "sequences": sequences,
         "steps": steps,
         "mitigations": f"[{mitigations}]" if mitigations else None,
     }
-    cfg = resolve(KnowledgeContinualConfig, config, flags, set_)
-    try:
-        KnowledgeContinual(cfg, out, console).run()
-    except USER_ERRORS as err:
-        fail(str(err))
-    show_report(out)
+    launch(KnowledgeContinualConfig, KnowledgeContinual, config, flags, set_, out)
 
 
 @knowledge_app.command("cpt")
 def knowledge_cpt(
     config: ConfigOpt = None,
-    model: Annotated[Optional[str], typer.Option(help="'embedded', a hub id or a local directory")] = None,
+    model: ModelOpt = None,
     data: Annotated[Optional[str], typer.Option(help="passages file (SEAL format)")] = None,
     passages: Annotated[Optional[int], typer.Option(help="passages absorbed together (paper: 200, 2067)")] = None,
     conditions: Annotated[Optional[str], typer.Option(help="comma-separated, e.g. base,passage,implications,file")] = None,
@@ -179,25 +173,20 @@ def knowledge_cpt(
     from seal.experiments.knowledge_cpt import KnowledgeCPT
 
     flags = {
-        "model.name": model,
+        **common_flags(model),
         "data": data,
         "passages": passages,
         "conditions": f"[{conditions}]" if conditions else None,
         "self_edits_file": self_edits,
         "method": method,
     }
-    cfg = resolve(KnowledgeCPTConfig, config, flags, set_)
-    try:
-        KnowledgeCPT(cfg, out, console).run()
-    except USER_ERRORS as err:
-        fail(str(err))
-    show_report(out)
+    launch(KnowledgeCPTConfig, KnowledgeCPT, config, flags, set_, out)
 
 
 @arc_app.command("eval")
 def arc_eval(
     config: ConfigOpt = None,
-    model: Annotated[Optional[str], typer.Option(help="'embedded', a hub id or a local directory")] = None,
+    model: ModelOpt = None,
     challenges: Annotated[Optional[str], typer.Option(help="ARC challenges file (Kaggle format)")] = None,
     solutions: Annotated[Optional[str], typer.Option(help="its solutions file")] = None,
     tasks: Annotated[Optional[int], typer.Option(help="first N tasks")] = None,
@@ -212,27 +201,20 @@ def arc_eval(
     from seal.experiments.arc import ArcEval
 
     flags = {
-        "executor.kind": executor,
-        "executor.address": ray_address,
-        "model.name": model,
+        **common_flags(model, executor, ray_address),
         "data.challenges": challenges,
         "data.solutions": solutions,
         "data.tasks": tasks,
         "conditions": f"[{conditions}]" if conditions else None,
         "k": k,
     }
-    cfg = resolve(ArcEvalConfig, config, flags, set_)
-    try:
-        ArcEval(cfg, out, console).run()
-    except USER_ERRORS as err:
-        fail(str(err))
-    show_report(out)
+    launch(ArcEvalConfig, ArcEval, config, flags, set_, out)
 
 
 @arc_app.command("train")
 def arc_train(
     config: ConfigOpt = None,
-    model: Annotated[Optional[str], typer.Option(help="'embedded', a hub id or a local directory")] = None,
+    model: ModelOpt = None,
     train_tasks: Annotated[Optional[int], typer.Option(help="first N training tasks")] = None,
     eval_tasks: Annotated[Optional[int], typer.Option(help="first N held-out tasks")] = None,
     rounds: Annotated[Optional[int], typer.Option(help="RL rounds")] = None,
@@ -247,21 +229,14 @@ def arc_train(
     from seal.experiments.arc import ArcTrain
 
     flags = {
-        "executor.kind": executor,
-        "executor.address": ray_address,
-        "model.name": model,
+        **common_flags(model, executor, ray_address),
         "train_data.tasks": train_tasks,
         "eval_data.tasks": eval_tasks,
         "rounds": rounds,
         "k": k,
         "eval_k": eval_k,
     }
-    cfg = resolve(ArcTrainConfig, config, flags, set_)
-    try:
-        ArcTrain(cfg, out, console).run()
-    except USER_ERRORS as err:
-        fail(str(err))
-    show_report(out)
+    launch(ArcTrainConfig, ArcTrain, config, flags, set_, out)
 
 
 def show_report(run: Path) -> None:

@@ -16,6 +16,7 @@ import random
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,10 +104,16 @@ def sft(lm: LoadedModel, examples: list[SFTExample], cfg: PolicyConfig, seed: in
             step_loss = 0.0
             for m in range(0, len(step_rows), cfg.micro_batch_size):
                 batch = _collate(step_rows[m : m + cfg.micro_batch_size], pad_id, lm.device)
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+                # Logits only where a completion token is predicted: the prompts (most of each sequence)
+                # never reach the vocabulary-sized output layer.
+                labels = batch["labels"][:, 1:]
+                keep = labels.shape[1] - int((labels != -100).any(0).int().argmax())
+                logits = model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, logits_to_keep=keep + 1
+                ).logits[:, :-1]
                 # Summed over tokens, divided by the step's token count: micro-batching does not change the step.
                 loss = torch.nn.functional.cross_entropy(
-                    logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), reduction="sum"
+                    logits.flatten(0, 1).float(), labels[:, -keep:].flatten(), reduction="sum"
                 ) / max(n_tokens, 1)
                 loss.backward()
                 step_loss += loss.item()
@@ -130,6 +137,17 @@ def apply_adapter(lm: LoadedModel, directory: Path) -> None:
     _detach_bank(lm)
     with _quiet_peft():
         merge(PeftModel.from_pretrained(lm.model, str(directory)))
+
+
+def run_rounds(rounds: int, evaluate: Callable[[int], None], train_round: Callable[[int], None], executor) -> None:
+    """ReST-EM's schedule: evaluate policy 0; then per round r, train policy r and evaluate it."""
+    try:
+        for r in range(1, rounds + 1):
+            evaluate(r - 1)
+            train_round(r)
+        evaluate(rounds)
+    finally:
+        executor.close()
 
 
 def select(rewards: dict[int, float | None], how: str) -> list[int]:

@@ -34,7 +34,7 @@ from seal.domains.knowledge import DataError
 from seal.experiments.knowledge_steps import mean, progress_bar, sample_self_edits, stable_seed
 from seal.loop import job_batches
 from seal.models import LoadedModel, ModelOnDemand
-from seal.policy import PolicyOnDemand, select
+from seal.policy import PolicyOnDemand, run_rounds, select
 from seal.sampling import generate
 from seal.store import RunStore
 from seal.training import TrainJob, train_adapters
@@ -286,13 +286,7 @@ class ArcTrain:
                 self.policy.fine_tune(r, examples, cfg.policy, stable_seed(cfg.seed, "sft", r), self.executor)
 
     def run(self) -> dict:
-        try:
-            for r in range(1, self.cfg.rounds + 1):
-                self.evaluate(r - 1)
-                self.train_round(r)
-            self.evaluate(self.cfg.rounds)
-        finally:
-            self.executor.close()
+        run_rounds(self.cfg.rounds, self.evaluate, self.train_round, self.executor)
         answers, policies, timing = self.store.all("answers"), self.store.all("policy"), self.store.all("timing")
         rounds = []
         for p in range(self.cfg.rounds + 1):

@@ -31,7 +31,6 @@ from seal.domains import knowledge
 from seal.domains.knowledge import Passage
 from seal.experiments.knowledge_eval import check_reward, select_passages
 from seal.experiments.knowledge_steps import KnowledgeSteps, mean, stable_seed
-from seal.grading import LLMJudge
 from seal.models import ModelOnDemand
 from seal.store import RunStore, atomic_directory
 from seal.training import TrainJob, train_adapters
@@ -53,15 +52,7 @@ class KnowledgeContinual:
         self.sequences = [pool[s * cfg.steps : (s + 1) * cfg.steps] for s in range(cfg.sequences)]
         self.store = RunStore(out, cfg)
         self.model = ModelOnDemand(cfg.model)
-        self.steps = KnowledgeSteps(
-            self.store,
-            LocalExecutor(self.model),
-            adapt=cfg.adapt,
-            answer=cfg.answer,
-            judge=LLMJudge(cfg.judge) if cfg.judge else None,
-            seed=cfg.seed,
-            console=self.console,
-        )
+        self.steps = KnowledgeSteps.for_config(cfg, self.store, LocalExecutor(self.model), self.console)
         self._initial: dict[str, torch.Tensor] | None = None
 
     def _restore_initial(self) -> None:

@@ -32,7 +32,6 @@ from seal.experiments.knowledge_steps import (
     probes_for,
     stable_seed,
 )
-from seal.grading import LLMJudge
 from seal.loop import score_probes
 from seal.models import ModelOnDemand
 from seal.store import RunStore
@@ -53,11 +52,7 @@ class KnowledgeCPT:
         self.from_file = file_self_edits(cfg, self.passages) if "file" in cfg.conditions else {}
         self.store = RunStore(out, cfg)
         self.model = ModelOnDemand(cfg.model)
-        self.judge = LLMJudge(cfg.judge) if cfg.judge else None
-        self.steps = KnowledgeSteps(
-            self.store,
-            LocalExecutor(self.model), adapt=cfg.adapt, answer=cfg.answer, judge=self.judge, seed=cfg.seed, console=self.console
-        )
+        self.steps = KnowledgeSteps.for_config(cfg, self.store, LocalExecutor(self.model), self.console)
 
     def documents(self, condition: str) -> list[str]:
         sampled = self.store.all("self_edits")
@@ -84,7 +79,7 @@ class KnowledgeCPT:
         try:
             losses = train_full(lm, self.documents(condition), stable_seed(self.cfg.seed, key), self.cfg.adapt)
             probes = [q for p in self.passages for q in probes_for(lm, p)]
-            records = score_probes(lm, probes, self.cfg.answer, judge=self.judge)
+            records = score_probes(lm, probes, self.cfg.answer, judge=self.steps.judge)
         finally:
             lm.model.load_state_dict(initial)
         self.store.put("adapt", key, {"loss_first": losses[0], "loss_last": losses[-1], "steps": len(losses),

@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from seal.config import KnowledgeEvalConfig
 from seal.domains import knowledge
@@ -25,7 +24,6 @@ from seal.experiments.knowledge_steps import (
     PlanItem,
     summarise_conditions,
 )
-from seal.grading import LLMJudge
 from seal.cluster import make_executor
 from seal.models import ModelOnDemand
 from seal.store import RunStore
@@ -87,15 +85,7 @@ class KnowledgeEval:
         self.from_file = file_self_edits(cfg, self.passages) if "file" in cfg.conditions else {}
         self.store = RunStore(out, cfg)
         self.executor = make_executor(cfg.executor, ModelOnDemand(cfg.model))
-        self.steps = KnowledgeSteps(
-            self.store,
-            self.executor,
-            adapt=cfg.adapt,
-            answer=cfg.answer,
-            judge=LLMJudge(cfg.judge) if cfg.judge else None,
-            seed=cfg.seed,
-            console=self.console,
-        )
+        self.steps = KnowledgeSteps.for_config(cfg, self.store, self.executor, self.console)
 
     def self_edits(self, condition: str, passage: Passage, sampled: dict[str, dict]) -> list[str]:
         if condition == "passage":
@@ -169,24 +159,3 @@ def write_records(store: RunStore, passages: list[Passage], conditions: list[str
                 if edit is not None and qi == 0:
                     row["self_edit"] = edit
                 f.write(json.dumps(row) + "\n")
-
-
-def results_table(results: dict) -> Table:
-    metrics = list(next(iter(results["conditions"].values()))["macro"])
-    table = Table(title=f"{results['model']}: {results['n_passages']} passages, {results['n_questions']} questions")
-    table.add_column("condition")
-    for m in metrics:
-        table.add_column(m, justify="right")
-    table.add_column(f"gain ({results['reward']})", justify="right")
-    table.add_column("self-edits", justify="right")
-    table.add_column("s/self-edit", justify="right")
-    for name, row in results["conditions"].items():
-        secs = row["seconds_per_self_edit"]
-        table.add_row(
-            name,
-            *[f"{row['macro'][m]:.3f}" for m in metrics],
-            f"{row['gain']:+.3f}",
-            str(row["n_self_edits"] or "-"),
-            f"{secs:.1f}" if secs else "-",
-        )
-    return table

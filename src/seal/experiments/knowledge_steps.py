@@ -117,6 +117,12 @@ class KnowledgeSteps:
         self.adapt_cfg, self.answer_cfg, self.judge = adapt, answer, judge
         self.seed, self.console = seed, console
 
+    @classmethod
+    def for_config(cls, cfg, store: RunStore, executor: Executor, console: Console) -> KnowledgeSteps:
+        """From any knowledge command's config (its adapt, answer, judge and seed fields)."""
+        judge = LLMJudge(cfg.judge) if cfg.judge else None
+        return cls(store, executor, adapt=cfg.adapt, answer=cfg.answer, judge=judge, seed=cfg.seed, console=console)
+
     def answer(self, prefix: str, passages: list[Passage], in_context: bool = False) -> None:
         """Answers filed as `{prefix}/{passage}/0`, one transaction per chunk of passages."""
         todo = [p for p in passages if self.store.get("answers", f"{prefix}/{p.key}/0") is None]

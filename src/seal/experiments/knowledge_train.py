@@ -23,7 +23,6 @@ import statistics
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from seal import policy
 from seal.cluster import make_executor
@@ -38,7 +37,6 @@ from seal.experiments.knowledge_steps import (
     stable_seed,
     summarise_conditions,
 )
-from seal.grading import LLMJudge
 from seal.store import RunStore
 
 RESULTS_FILE = "results.json"
@@ -65,15 +63,7 @@ class KnowledgeTrain:
         self.store = RunStore(out, cfg)
         self.policy = policy.PolicyOnDemand(cfg.model, self.store)
         self.executor = make_executor(cfg.executor, self.policy)
-        self.steps = KnowledgeSteps(
-            self.store,
-            self.executor,
-            adapt=cfg.adapt,
-            answer=cfg.answer,
-            judge=LLMJudge(cfg.judge) if cfg.judge else None,
-            seed=cfg.seed,
-            console=self.console,
-        )
+        self.steps = KnowledgeSteps.for_config(cfg, self.store, self.executor, self.console)
 
     def _plans(self, prefix: str, passages: list[Passage], k: int) -> dict[str, knowledge.Plan]:
         sampled = self.store.all("self_edits")
@@ -158,13 +148,7 @@ class KnowledgeTrain:
     # --- the whole run ---------------------------------------------------------------------------
 
     def run(self) -> dict:
-        try:
-            for r in range(1, self.cfg.rounds + 1):
-                self.evaluate(r - 1)
-                self.train_round(r)
-            self.evaluate(self.cfg.rounds)
-        finally:
-            self.executor.close()
+        policy.run_rounds(self.cfg.rounds, self.evaluate, self.train_round, self.executor)
         results = summarise(self.cfg, self.train_passages, self.eval_passages, self.store)
         (self.store.dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
         return results
@@ -209,29 +193,3 @@ def summarise(cfg: KnowledgeTrainConfig, train: list[Passage], held_out: list[Pa
         "n_eval_questions": sum(len(p.questions) for p in held_out),
         "rounds": rounds,
     }
-
-
-def rounds_table(results: dict) -> Table:
-    reward = results["reward"]
-    table = Table(title=f"ReST-EM on {results['model']}: {results['n_train_passages']} training passages, "
-                        f"{results['n_eval_passages']} held-out ({results['n_eval_questions']} questions), reward {reward}")  # fmt: skip
-    for column in ("round", "train reward", "gaining", "kept", "SFT loss", "eval base", "eval self-edit",
-                   "eval gain", "words/self-edit", "s/round"):  # fmt: skip
-        table.add_column(column, justify="right")
-    variant = results["variant"]
-    for row in results["rounds"]:
-        train, ev = row.get("train"), row["eval"]
-        loss = train and train["sft_loss_first_last"]
-        table.add_row(
-            str(row["round"]),
-            f"{train['reward_mean']:+.3f} ± {train['reward_std']:.3f}" if train else "-",
-            f"{train['fraction_gaining']:.0%}" if train else "-",
-            str(train["kept"]) if train else "-",
-            f"{loss[0]:.2f} → {loss[1]:.2f}" if loss else "-",
-            f"{ev['base']['macro'][reward]:.3f}",
-            f"{ev[variant]['macro'][reward]:.3f}",
-            f"{ev[variant]['gain']:+.3f}",
-            f"{row['eval_self_edit_words']:.0f}",
-            f"{train['seconds'] + (row['eval_seconds'] or 0):.0f}" if train else f"{row['eval_seconds'] or 0:.0f}",
-        )
-    return table
