@@ -4,9 +4,10 @@ The loss is on the self-edit only (the prompt is context), as in the paper; the 
 saved in peft format before it is merged, so every round's policy can be rebuilt from the
 base model and the rounds' adapters, with plain peft.
 
-A plain loop rather than TRL's SFTTrainer: the data is a few hundred (prompt, completion)
-pairs per round, and the loop keeps the model object (and the inner loop's adapter bank
-around it) in place instead of handing it to a trainer that wraps and moves it.
+A plain loop rather than TRL's SFTTrainer: measured with `bench/policy_sft.py` (same 40
+examples, settings and LoRA on the embedded model), TRL took 206 s and this loop 154 s, to
+the same final loss; the loop also keeps the model object in place, which lets a remote
+worker hand back the adapter's files and keep its model as it was.
 """
 
 from __future__ import annotations
