@@ -6,6 +6,7 @@ all linear layers, lr 3e-4, 2 epochs, batch 10 as micro-batches of 2 with gradie
 accumulation, loss on the completion only) on the embedded model in bf16, each in its own
 process. Prints a table and writes JSON.
 
+    pip install trl            # only this benchmark needs it
     python bench/policy_sft.py --examples 40
 """
 
