@@ -134,9 +134,13 @@ PROMPTS: dict[str, str] = {
 VARIANTS = tuple(PROMPTS)
 
 
-def self_edit_prompt(passage: Passage, variant: str) -> str:
+def check_variant(variant: str) -> None:
     if variant not in PROMPTS:
         raise ValueError(f"unknown self-edit variant {variant!r}; choose from {', '.join(VARIANTS)}")
+
+
+def self_edit_prompt(passage: Passage, variant: str) -> str:
+    check_variant(variant)
     return PROMPTS[variant].format(title=passage.title, context=passage.context)
 
 

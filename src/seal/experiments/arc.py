@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from seal.adapters import AdapterBank
 from seal.cluster import Executor, make_executor
@@ -193,17 +192,6 @@ def condition_summary(answers: dict[str, dict], prefix: str, tasks: list[Task]) 
         "per_task": {task: [r["solved"] for r in rs] for task, rs in per_task.items()},
         "invalid_reasons": sorted({r["reason"] for r in pairs if not r["valid"]}),
     }
-
-
-def conditions_table(title: str, conditions: dict[str, dict]) -> Table:
-    table = Table(title=title)
-    for column in ("condition", "success rate", "tasks solved", "pairs", "invalid", "s/pair"):
-        table.add_column(column, justify="right")
-    for name, c in conditions.items():
-        secs = c["seconds_per_pair"]
-        table.add_row(name, f"{c['success_rate']:.1%}", f"{c['tasks_solved']:.1%}", str(c["pairs"]), str(c["invalid"]),
-                      f"{secs:.0f}" if secs else "-")  # fmt: skip
-    return table
 
 
 def _evaluate(steps: ArcSteps, cfg: ArcRunConfig, prefix: str, tasks: list[Task], k: int, conditions: list[str]) -> None:

@@ -41,8 +41,7 @@ SELF_EDITS = "self-edits"
 
 class KnowledgeContinual:
     def __init__(self, cfg: KnowledgeContinualConfig, out: str | Path, console: Console | None = None):
-        if cfg.variant not in knowledge.VARIANTS:
-            raise ValueError(f"unknown self-edit variant {cfg.variant!r}; choose from {', '.join(knowledge.VARIANTS)}")
+        knowledge.check_variant(cfg.variant)
         check_reward(cfg.metric, cfg.judge)
         self.cfg = cfg
         self.console = console or Console()

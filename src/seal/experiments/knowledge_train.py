@@ -44,8 +44,7 @@ RESULTS_FILE = "results.json"
 
 class KnowledgeTrain:
     def __init__(self, cfg: KnowledgeTrainConfig, out: str | Path, console: Console | None = None):
-        if cfg.variant not in knowledge.VARIANTS:
-            raise ValueError(f"unknown self-edit variant {cfg.variant!r}; choose from {', '.join(knowledge.VARIANTS)}")
+        knowledge.check_variant(cfg.variant)
         unknown = [b for b in cfg.baselines if b not in ("in-context", "passage")]
         if unknown:
             raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; choose from in-context, passage")
@@ -93,10 +92,9 @@ class KnowledgeTrain:
 
     # --- one round of training -------------------------------------------------------------------
 
-    def rewards(self, r: int) -> dict[str, dict[int, float | None]]:
+    def rewards(self, r: int, plans: dict[str, knowledge.Plan]) -> dict[str, dict[int, float | None]]:
         """Per training passage, each self-edit's reward (None for a self-edit that gave no plan)."""
         cfg, answers = self.cfg, self.store.all("answers")
-        plans = self._plans(f"r{r}/train/{cfg.variant}", self.train_passages, cfg.sampling.k)
         out: dict[str, dict[int, float | None]] = {}
         for p in self.train_passages:
             before = mean([q[cfg.reward] for q in answers[f"r{r}/train/base/{p.key}/0"]])
@@ -125,7 +123,7 @@ class KnowledgeTrain:
                 for rep in range(cfg.repeats)
             ]
             self.steps.adapt(items, f"round {r}: adapting and scoring")
-        rewards = self.rewards(r)
+        rewards = self.rewards(r, plans)
         if self.store.get("selections", f"r{r}/{passages[0].key}") is None:
             self.store.put_many(
                 "selections",
