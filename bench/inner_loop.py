@@ -7,12 +7,14 @@ v_proj, 10 epochs, lr 1e-3, one document per step, greedy 64-token answers):
 - baseline: a fresh peft adapter per self-edit, plain loop at batch 1 in float32, answers
   generated per self-edit (`adapt.engine: peft`);
 - engine: K adapters trained together in packed batches, bf16 where the hardware has it,
-  all K adapted models answered in one batched pass (`adapt.engine: batched`, slots=K).
+  all K adapted models answered in one batched pass (`adapt.engine: batched`, slots=K);
+  `--batches` batches of K self-edits each, cut as a ReST-EM round cuts its self-edits (plans
+  of similar length together), since a round is hundreds of self-edits, not K.
 
 Each configuration runs in its own process, so its peak memory is its own. Prints a table
 and writes JSON.
 
-    python bench/inner_loop.py                      # K = 1, 5, 15; 2 baseline self-edits
+    python bench/inner_loop.py                      # K = 1, 5, 15 (2 batches each); 2 baseline self-edits
     python bench/inner_loop.py --ks 1,5 --epochs 2  # quicker
     python bench/inner_loop.py --targets all        # LoRA on every projection (our default for eval runs)
 """
@@ -61,11 +63,11 @@ def build_jobs(lm, count: int, epochs: int):
     return jobs
 
 
-def run_one(mode: str, k: int, epochs: int, baseline_edits: int, targets: list[str]) -> dict:
+def run_one(mode: str, k: int, epochs: int, baseline_edits: int, batches: int, targets: list[str]) -> dict:
     """One configuration, in this process."""
     from seal.adapters import AdapterBank
     from seal.config import AdaptConfig, AnswerConfig, LoraConfig
-    from seal.loop import adapt_and_score, score_probes
+    from seal.loop import adapt_and_score, job_batches, score_probes
     from seal.models import load_model
     from seal.training import TrainJob, train_adapters
 
@@ -73,7 +75,7 @@ def run_one(mode: str, k: int, epochs: int, baseline_edits: int, targets: list[s
     lm = load_model("embedded", dtype="float32" if baseline else "auto")
     adapt = AdaptConfig(epochs=epochs, slots=max(k, 1), engine="peft" if baseline else "batched", lora=LoraConfig(targets=targets))
     answer = AnswerConfig()
-    jobs = build_jobs(lm, baseline_edits if baseline else k, epochs)
+    jobs = build_jobs(lm, baseline_edits if baseline else k * batches, epochs)
     matmul_params = sum(p.numel() for p in lm.model.parameters())  # every weight is used in a matmul (tied lm_head)
     began = time.perf_counter()
     if baseline:
@@ -81,16 +83,21 @@ def run_one(mode: str, k: int, epochs: int, baseline_edits: int, targets: list[s
             pass
         total, train_s, tokens = time.perf_counter() - began, None, None
     else:
-        # The same work as adapt_and_score, split into its two phases for the FLOP accounting.
+        # The same work as adapt_and_score (batches cut as a round cuts them), split into its two
+        # phases for the FLOP accounting.
         bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
-        stats = train_adapters(lm, bank, [TrainJob(j.documents, j.seed) for j in jobs], adapt)
-        train_s = time.perf_counter() - began
-        probes = [p for j in jobs for p in j.probes]
-        score_probes(lm, probes, answer, bank=bank, slots=[s for s, j in enumerate(jobs) for _ in j.probes])
-        total, tokens = time.perf_counter() - began, stats.tokens
+        train_s, tokens = 0.0, 0
+        for batch in job_batches(jobs, adapt.slots):
+            start = time.perf_counter()
+            stats = train_adapters(lm, bank, [TrainJob(j.documents, j.seed) for j in batch], adapt)
+            train_s += time.perf_counter() - start
+            tokens += stats.tokens
+            probes = [p for j in batch for p in j.probes]
+            score_probes(lm, probes, answer, bank=bank, slots=[s for s, j in enumerate(batch) for _ in j.probes])
+        total = time.perf_counter() - began
     result = {
         "mode": mode,
-        "k": len(jobs) if not baseline else 1,
+        "k": 1 if baseline else k,
         "self_edits": len(jobs),
         "dtype": str(lm.dtype).replace("torch.", ""),
         "seconds": total,
@@ -108,6 +115,7 @@ def main() -> None:
     parser.add_argument("--ks", default="1,5,15")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--baseline-edits", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=2, help="batches of K self-edits per engine configuration, cut as a round cuts them")
     parser.add_argument("--targets", default="q_proj,v_proj", help="LoRA targets (paper: q_proj,v_proj); 'all' = every projection")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "inner_loop.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
@@ -117,7 +125,7 @@ def main() -> None:
     targets = ALL_PROJECTIONS if args.targets == "all" else args.targets.split(",")
     if args.one:
         mode, k = args.one.split(":")
-        print(json.dumps(run_one(mode, int(k), args.epochs, args.baseline_edits, targets)))
+        print(json.dumps(run_one(mode, int(k), args.epochs, args.baseline_edits, args.batches, targets)))
         return
 
     from rich.console import Console
@@ -132,7 +140,7 @@ def main() -> None:
     rows = []
     for config in configs:
         command = [sys.executable, __file__, "--one", config, "--epochs", str(args.epochs), "--baseline-edits",
-                   str(args.baseline_edits), "--targets", ",".join(targets)]  # fmt: skip
+                   str(args.baseline_edits), "--batches", str(args.batches), "--targets", ",".join(targets)]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"{config}: {rows[-1]['seconds_per_self_edit']:.1f} s per self-edit", file=sys.stderr)
@@ -144,8 +152,8 @@ def main() -> None:
     report = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available()},
-        "settings": {"epochs": args.epochs, "lora_rank": 32, "lora_alpha": 64, "lora_targets": targets, "lr": 1e-3,
-                     "answer_tokens": 64},
+        "settings": {"epochs": args.epochs, "batches_per_engine_config": args.batches, "lora_rank": 32, "lora_alpha": 64,
+                     "lora_targets": targets, "lr": 1e-3, "answer_tokens": 64},
         "matmul_peak_gflops": peaks,
         "rows": rows,
     }  # fmt: skip

@@ -32,6 +32,7 @@ from seal.config import LoraConfig
 class Routing:
     ids: torch.Tensor | None = None  # (S,) slot of each sequence; None = base model only
     lengths: list[int] | None = None  # packed layout: the token count of each sequence, in order
+    leading: int = 0  # n when ids are exactly 0..n-1 (the layers then slice instead of gathering), else 0
     version: int = 0  # bumped at every change, so layers know when their cached slot weights are stale
     _mask: tuple | None = None
 
@@ -62,10 +63,11 @@ class MultiLoraLinear(nn.Module):
         route = self.routing
 
         def gather():
-            # index_select, not [ids]: its backward is one index_add instead of a slow index_put.
-            a = self.lora_A.index_select(0, route.ids).to(dtype).transpose(-1, -2)
-            b = (self.lora_B.index_select(0, route.ids) * self.scaling).to(dtype).transpose(-1, -2)
-            return a, b
+            if route.leading:  # slots 0..n-1 in order (training with every adapter active): a view, no copy
+                a, b = self.lora_A[: route.leading], self.lora_B[: route.leading]
+            else:  # index_select, not [ids]: its backward is one index_add instead of a slow index_put
+                a, b = self.lora_A.index_select(0, route.ids), self.lora_B.index_select(0, route.ids)
+            return a.to(dtype).transpose(-1, -2), (b * self.scaling).to(dtype).transpose(-1, -2)
 
         if torch.is_grad_enabled():
             return gather()
@@ -167,16 +169,20 @@ class AdapterBank:
 
     @contextmanager
     def route(self, ids: list[int] | torch.Tensor | None, lengths: list[int] | None = None):
-        previous = (self.routing.ids, self.routing.lengths)
+        route = self.routing
+        previous = (route.ids, route.lengths, route.leading)
         device = next(iter(self.layers.values())).lora_A.device
-        self.routing.ids = None if ids is None else torch.as_tensor(ids, dtype=torch.long, device=device)
-        self.routing.lengths = lengths
-        self.routing.version += 1
+        route.ids = None if ids is None else torch.as_tensor(ids, dtype=torch.long, device=device)
+        route.leading = 0
+        if route.ids is not None and torch.equal(route.ids, torch.arange(len(route.ids), device=device)):
+            route.leading = len(route.ids)
+        route.lengths = lengths
+        route.version += 1
         try:
             yield
         finally:
-            self.routing.ids, self.routing.lengths = previous
-            self.routing.version += 1
+            route.ids, route.lengths, route.leading = previous
+            route.version += 1
 
     def state_dict(self, slot: int) -> dict[str, torch.Tensor]:
         """Slot `slot` under peft's key names, so peft and plain transformers can load it."""

@@ -28,22 +28,25 @@ class _Bucket:
         self.gather = torch.where(valid.flatten(), self.gather, self.gather[0])  # padding reads any real token
         self.rows = valid.flatten().nonzero().squeeze(1)  # padded slot of each real token
         causal = positions[None, :] <= positions[:, None]  # (L, L): query row, key column
-        self.mask = (causal[None] & valid[:, None, :])[:, None]  # (n, 1, L, L)
+        self.hidden = ~(causal[None] & valid[:, None, :])[:, None, None]  # (n, 1, 1, L, L)
 
-    def attend(self, query, key, value, dropout: float, scaling, gqa: bool) -> torch.Tensor:
+    def attend(self, query, key, value, dropout: float, scaling) -> torch.Tensor:
         def pad(x):  # (1, h, T, d) -> (n, h, L, d)
             return x[0].index_select(1, self.gather).view(x.shape[1], self.n, self.longest, x.shape[3]).transpose(0, 1)
 
         q, k, v = pad(query), pad(key), pad(value)
-        if gqa:
-            k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-            v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
-        scores = (q @ k.transpose(-1, -2)) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
-        weights = torch.softmax(scores.masked_fill(~self.mask, float("-inf")), dim=-1, dtype=torch.float32).to(q.dtype)
+        n, heads, length, dim = q.shape
+        kv_heads = k.shape[1]
+        # Grouped-query attention without copying K and V per query head: the query heads that
+        # share a KV head (HF's repeat_kv order) become rows of one matmul against it.
+        q = q.reshape(n, kv_heads, heads // kv_heads * length, dim)
+        scores = (q @ k.transpose(-1, -2)) * (scaling if scaling is not None else dim**-0.5)
+        scores = scores.view(n, kv_heads, heads // kv_heads, length, length).masked_fill(self.hidden, float("-inf"))
+        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         if dropout:
             weights = F.dropout(weights, dropout)
-        out = weights @ v
-        return out.transpose(1, 2).reshape(self.n * self.longest, out.shape[1], out.shape[3]).index_select(0, self.rows)
+        out = (weights.view(n, kv_heads, -1, length) @ v).view(n, heads, length, dim)
+        return out.transpose(1, 2).reshape(n * length, heads, dim).index_select(0, self.rows)
 
 
 class _Layout:
@@ -69,8 +72,8 @@ class _Layout:
         returned = [starts[i] + p for g in groups for i in g for p in range(lengths[i])]
         self.restore = torch.argsort(torch.tensor(returned, device=device))
 
-    def attend(self, query, key, value, dropout: float, scaling, gqa: bool) -> torch.Tensor:
-        parts = [b.attend(query, key, value, dropout, scaling, gqa) for b in self.buckets]
+    def attend(self, query, key, value, dropout: float, scaling) -> torch.Tensor:
+        parts = [b.attend(query, key, value, dropout, scaling) for b in self.buckets]
         return torch.cat(parts).index_select(0, self.restore)[None]  # (1, T, h, d)
 
 
@@ -81,7 +84,7 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     """Causal attention within each packed sequence; query/key/value are (1, heads, tokens, dim)."""
     if _layout is None:
         raise RuntimeError("packed attention used outside seal.packing.packed_forward")
-    return _layout.attend(query, key, value, dropout, scaling, query.shape[1] != key.shape[1]), None
+    return _layout.attend(query, key, value, dropout, scaling), None
 
 
 AttentionInterface.register(ATTENTION_NAME, packed_attention)

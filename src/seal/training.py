@@ -105,9 +105,10 @@ def train_adapters(lm: LoadedModel, bank: AdapterBank, jobs: list[TrainJob], cfg
             owners = [j for j in active_jobs for _ in steps[j][step]]
             batch = pack([docs[j][d] for j in active_jobs for d in steps[j][step]], device)
             with bank.route(owners, batch["lengths"]), packed_forward(lm.model, batch["lengths"]):
+                # squeeze, not [0]: select's backward would allocate and copy a second (tokens x vocab) tensor
                 logits = lm.model(
                     input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
-                ).logits[0]
+                ).logits.squeeze(0)
             sequence_losses = per_sequence_loss(logits, batch["labels"], batch["segment"], len(owners))
             # An adapter's loss is the mean over its documents of the step (HF's batch mean).
             owner_index = torch.tensor([active_jobs.index(j) for j in owners], device=device)
