@@ -7,15 +7,19 @@ v_proj, 10 epochs, lr 1e-3, one document per step, greedy 64-token answers):
 - baseline: a fresh peft adapter per self-edit, plain loop at batch 1 in float32, answers
   generated per self-edit (`adapt.engine: peft`);
 - engine: K adapters trained together in packed batches, bf16 where the hardware has it,
-  all K adapted models answered in one batched pass (`adapt.engine: batched`, slots=K);
-  `--batches` batches of K self-edits each, cut as a ReST-EM round cuts its self-edits (plans
-  of similar length together), since a round is hundreds of self-edits, not K.
+  all K adapted models answered in one batched pass (`adapt.engine: batched`, slots=K).
+
+The engine evaluates `--plans` self-edits cut into batches of K as a ReST-EM round cuts them
+(plans of similar length together: a round is hundreds of self-edits, not K). Configurations
+that take one self-edit at a time (the baseline, K=1) evaluate a stratified sample of the
+same plans (evenly spaced by training tokens), so every row's plans cost about the same; the
+table gives each row's training tokens per self-edit and the speed-up per training token too.
 
 Each configuration runs in its own process, so its peak memory is its own. Prints a table
 and writes JSON.
 
-    python bench/inner_loop.py                      # K = 1, 5, 15 (2 batches each); 2 baseline self-edits
-    python bench/inner_loop.py --ks 1,5 --epochs 2  # quicker
+    python bench/inner_loop.py                      # K = 1, 5, 15 over 30 plans; baseline and K=1 on 6 of them
+    python bench/inner_loop.py --ks 5 --plans 10 --sample 2 --epochs 2  # quicker
     python bench/inner_loop.py --targets all        # LoRA on every projection (our default for eval runs)
 """
 
@@ -49,7 +53,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> floa
     return best
 
 
-def build_jobs(lm, count: int, epochs: int):
+def build_jobs(lm, count: int):
     from seal.domains import knowledge
     from seal.experiments.knowledge_steps import probes_for
     from seal.loop import AdaptJob
@@ -63,19 +67,29 @@ def build_jobs(lm, count: int, epochs: int):
     return jobs
 
 
-def run_one(mode: str, k: int, epochs: int, baseline_edits: int, batches: int, targets: list[str]) -> dict:
+def stratified(jobs: list, sizes: list[int], n: int) -> list:
+    """n of the jobs evenly spaced in order of size, so their mean cost is close to all of them."""
+    order = sorted(range(len(jobs)), key=lambda i: sizes[i])
+    return [jobs[order[round(i * (len(jobs) - 1) / max(n - 1, 1))]] for i in range(n)]
+
+
+def run_one(mode: str, k: int, args: argparse.Namespace, targets: list[str]) -> dict:
     """One configuration, in this process."""
     from seal.adapters import AdapterBank
     from seal.config import AdaptConfig, AnswerConfig, LoraConfig
     from seal.loop import adapt_and_score, job_batches, score_probes
     from seal.models import load_model
-    from seal.training import TrainJob, train_adapters
+    from seal.training import TrainJob, tokenize_documents, train_adapters
 
     baseline = mode == "baseline"
     lm = load_model("embedded", dtype="float32" if baseline else "auto")
-    adapt = AdaptConfig(epochs=epochs, slots=max(k, 1), engine="peft" if baseline else "batched", lora=LoraConfig(targets=targets))
+    adapt = AdaptConfig(epochs=args.epochs, slots=k, engine="peft" if baseline else "batched", lora=LoraConfig(targets=targets))
     answer = AnswerConfig()
-    jobs = build_jobs(lm, baseline_edits if baseline else k * batches, epochs)
+    jobs = build_jobs(lm, args.plans)
+    size = {j.key: args.epochs * sum(len(ids) for ids, _ in tokenize_documents(lm, j.documents, adapt)) for j in jobs}
+    if k < args.sample_below:  # one self-edit at a time: a stratified sample of the same plans
+        jobs = stratified(jobs, [size[j.key] for j in jobs], args.sample)
+    train_tokens = sum(size[j.key] for j in jobs)
     matmul_params = sum(p.numel() for p in lm.model.parameters())  # every weight is used in a matmul (tied lm_head)
     began = time.perf_counter()
     if baseline:
@@ -103,6 +117,8 @@ def run_one(mode: str, k: int, epochs: int, baseline_edits: int, batches: int, t
         "seconds": total,
         "seconds_per_self_edit": total / len(jobs),
         "self_edits_per_minute": 60 * len(jobs) / total,
+        "train_tokens_per_self_edit": train_tokens / len(jobs),
+        "seconds_per_1k_train_tokens": 1000 * total / train_tokens,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
     if tokens:
@@ -114,8 +130,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ks", default="1,5,15")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--baseline-edits", type=int, default=2)
-    parser.add_argument("--batches", type=int, default=2, help="batches of K self-edits per engine configuration, cut as a round cuts them")
+    parser.add_argument("--plans", type=int, default=30, help="self-edits evaluated (cut into batches of K as a round cuts them)")
+    parser.add_argument("--sample", type=int, default=6, help="configurations below --sample-below K evaluate this stratified sample")
+    parser.add_argument("--sample-below", type=int, default=2)
     parser.add_argument("--targets", default="q_proj,v_proj", help="LoRA targets (paper: q_proj,v_proj); 'all' = every projection")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "inner_loop.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
@@ -125,7 +142,7 @@ def main() -> None:
     targets = ALL_PROJECTIONS if args.targets == "all" else args.targets.split(",")
     if args.one:
         mode, k = args.one.split(":")
-        print(json.dumps(run_one(mode, int(k), args.epochs, args.baseline_edits, args.batches, targets)))
+        print(json.dumps(run_one(mode, int(k), args, targets)))
         return
 
     from rich.console import Console
@@ -139,21 +156,22 @@ def main() -> None:
     configs = ["baseline:1"] + [f"engine:{k}" for k in args.ks.split(",")]
     rows = []
     for config in configs:
-        command = [sys.executable, __file__, "--one", config, "--epochs", str(args.epochs), "--baseline-edits",
-                   str(args.baseline_edits), "--batches", str(args.batches), "--targets", ",".join(targets)]  # fmt: skip
+        command = [sys.executable, __file__, "--one", config, "--epochs", str(args.epochs), "--plans", str(args.plans),
+                   "--sample", str(args.sample), "--sample-below", str(args.sample_below), "--targets", ",".join(targets)]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"{config}: {rows[-1]['seconds_per_self_edit']:.1f} s per self-edit", file=sys.stderr)
-    base_rate = rows[0]["self_edits_per_minute"]
+    base = rows[0]
     for row in rows:
-        row["speedup"] = row["self_edits_per_minute"] / base_rate
+        row["speedup"] = row["self_edits_per_minute"] / base["self_edits_per_minute"]
+        row["speedup_per_token"] = base["seconds_per_1k_train_tokens"] / row["seconds_per_1k_train_tokens"]
         if "train_gflops" in row:
             row["train_fraction_of_peak"] = row["train_gflops"] / peaks[row["dtype"]]
     report = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "cuda": torch.cuda.is_available()},
-        "settings": {"epochs": args.epochs, "batches_per_engine_config": args.batches, "lora_rank": 32, "lora_alpha": 64,
-                     "lora_targets": targets, "lr": 1e-3, "answer_tokens": 64},
+        "settings": {"epochs": args.epochs, "plans": args.plans, "sample": args.sample, "sample_below_k": args.sample_below,
+                     "lora_rank": 32, "lora_alpha": 64, "lora_targets": targets, "lr": 1e-3, "answer_tokens": 64},
         "matmul_peak_gflops": peaks,
         "rows": rows,
     }  # fmt: skip
@@ -161,12 +179,15 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(report, indent=2))
 
     table = Table(title=f"inner loop, {args.epochs} epochs (matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()) + ")")
-    for column in ("config", "dtype", "s/self-edit", "self-edits/min", "speed-up", "train GFLOP/s", "of peak", "peak RSS GiB"):
+    columns = ("config", "dtype", "self-edits", "train tokens/edit", "s/self-edit", "self-edits/min", "speed-up",
+               "per token", "train GFLOP/s", "of peak", "peak RSS GiB")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
-            f"{row['mode']} K={row['k']}", row["dtype"], f"{row['seconds_per_self_edit']:.1f}",
-            f"{row['self_edits_per_minute']:.2f}", f"{row['speedup']:.2f}x",
+            f"{row['mode']} K={row['k']}", row["dtype"], str(row["self_edits"]), f"{row['train_tokens_per_self_edit']:.0f}",
+            f"{row['seconds_per_self_edit']:.1f}", f"{row['self_edits_per_minute']:.2f}", f"{row['speedup']:.2f}x",
+            f"{row['speedup_per_token']:.2f}x",
             f"{row.get('train_gflops', float('nan')):.0f}", f"{row.get('train_fraction_of_peak', float('nan')):.0%}",
             f"{row['peak_rss_gib']:.1f}",
         )  # fmt: skip
