@@ -47,14 +47,15 @@ class Routing:
 
 
 class MultiLoraLinear(nn.Module):
-    def __init__(self, base: nn.Linear, slots: int, cfg: LoraConfig, routing: Routing):
+    def __init__(self, base: nn.Linear, lora_A: nn.Parameter, lora_B: nn.Parameter, cfg: LoraConfig, routing: Routing):
+        """lora_A (slots, rank, in) and lora_B (slots, out, rank): the bank's views into its flat weights."""
         super().__init__()
         self.base = base
         self.scaling = cfg.alpha / cfg.rank
         self.dropout = cfg.dropout
         self.routing = routing
-        self.lora_A = nn.Parameter(torch.zeros(slots, cfg.rank, base.in_features, device=base.weight.device))
-        self.lora_B = nn.Parameter(torch.zeros(slots, base.out_features, cfg.rank, device=base.weight.device))
+        self.lora_A = lora_A
+        self.lora_B = lora_B
         self._cached: tuple | None = None
 
     def _slot_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,36 +102,38 @@ class AdapterBank:
         self.cfg = cfg
         self.slots = slots
         self.routing = Routing()
-        self.layers: dict[str, MultiLoraLinear] = {}
-        for name, module in list(model.named_modules()):
-            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in cfg.targets:
-                parent_name, attr = name.rsplit(".", 1)
-                layer = MultiLoraLinear(module, slots, cfg, self.routing)
-                setattr(model.get_submodule(parent_name), attr, layer)
-                self.layers[name] = layer
-        if not self.layers:
+        targets = [
+            (name, module)
+            for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in cfg.targets
+        ]
+        if not targets:
             raise ValueError(f"no linear layer named {cfg.targets} in {type(model).__name__}")
-        self._flatten()
-
-    def _flatten(self) -> None:
-        """Make every LoRA weight, and its gradient, a view into one (slots, n) tensor.
-
-        Autograd then accumulates all gradients straight into `flat_grad`, and the optimiser
-        updates all adapters with a handful of whole-tensor operations per step instead of
-        a dozen per weight (420 weights for a 30-layer model)."""
-        params = [(layer, attr) for layer in self.layers.values() for attr in ("lora_A", "lora_B")]
-        total = sum(getattr(layer, attr)[0].numel() for layer, attr in params)
-        device = next(iter(self.layers.values())).lora_A.device
-        self.flat = torch.zeros(self.slots, total, device=device)
+        # Every LoRA weight, and its gradient, is a view into one (slots, n) tensor: autograd
+        # accumulates all gradients straight into `flat_grad`, and the optimiser updates all
+        # adapters with a handful of whole-tensor operations per step instead of a dozen per
+        # weight (420 weights for a 30-layer model).
+        shapes = [((cfg.rank, m.in_features), (m.out_features, cfg.rank)) for _, m in targets]
+        total = sum(math.prod(a) + math.prod(b) for a, b in shapes)
+        self.flat = torch.zeros(slots, total, device=targets[0][1].weight.device)
         self.flat_grad = torch.zeros_like(self.flat)
+        self.layers: dict[str, MultiLoraLinear] = {}
         offset = 0
-        for layer, attr in params:
-            shape = getattr(layer, attr).shape[1:]
-            n = math.prod(shape)
-            weight = nn.Parameter(self.flat[:, offset : offset + n].unflatten(1, shape), requires_grad=False)
-            weight.grad = self.flat_grad[:, offset : offset + n].unflatten(1, shape)
-            setattr(layer, attr, weight)
-            offset += n
+        for (name, module), (shape_a, shape_b) in zip(targets, shapes):
+            lora_A, offset = self._view(offset, shape_a)
+            lora_B, offset = self._view(offset, shape_b)
+            layer = MultiLoraLinear(module, lora_A, lora_B, cfg, self.routing)
+            parent_name, attr = name.rsplit(".", 1)
+            setattr(model.get_submodule(parent_name), attr, layer)
+            self.layers[name] = layer
+
+    def _view(self, offset: int, shape: tuple[int, int]) -> tuple[nn.Parameter, int]:
+        """A (slots, *shape) weight at `offset` of the flat weights, its gradient at the same place of
+        `flat_grad`; and the offset after it."""
+        end = offset + math.prod(shape)
+        weight = nn.Parameter(self.flat[:, offset:end].unflatten(1, shape), requires_grad=False)
+        weight.grad = self.flat_grad[:, offset:end].unflatten(1, shape)
+        return weight, end
 
     @classmethod
     def attach(cls, model: nn.Module, cfg: LoraConfig, slots: int) -> AdapterBank:

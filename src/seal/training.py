@@ -116,7 +116,7 @@ def train_adapters(lm: LoadedModel, bank: AdapterBank, jobs: list[TrainJob], cfg
             losses = losses / torch.tensor([len(steps[j][step]) for j in active_jobs], device=device)
             optimiser.zero_grad(active_jobs)
             with warnings.catch_warnings():
-                # The bank's gradients are strided views into one buffer on purpose (see AdapterBank._flatten).
+                # The bank's gradients are strided views into one buffer on purpose (see AdapterBank.__init__).
                 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
                 losses.sum().backward()
             lrs = [
