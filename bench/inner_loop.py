@@ -7,9 +7,11 @@ v_proj, 10 epochs, lr 1e-3, one document per step, greedy 64-token answers):
 - baseline: a fresh peft adapter per self-edit, plain loop at batch 1 in float32, answers
   generated per self-edit (`adapt.engine: peft`);
 - engine: K adapters trained together in packed batches, bf16 where the hardware has it,
-  all K adapted models answered in one batched pass (`adapt.engine: batched`, slots=K).
+  K adapted models answered in one batched pass (`adapt.engine: batched`, slots=K); with
+  refill R a slot whose plan is trained takes the next of a unit of K x R plans at once
+  (refill 1: K plans at a time, each group as long as its longest plan).
 
-The engine evaluates `--plans` self-edits cut into batches of K as a ReST-EM round cuts them
+The engine evaluates `--plans` self-edits cut into units as a ReST-EM round cuts them
 (plans of similar length together: a round is hundreds of self-edits, not K). Configurations
 that take one self-edit at a time (the baseline, K=1) evaluate a stratified sample of the
 same plans (evenly spaced by training tokens), so every row's plans cost about the same; the
@@ -18,8 +20,8 @@ table gives each row's training tokens per self-edit and the speed-up per traini
 Each configuration runs in its own process, so its peak memory is its own. Prints a table
 and writes JSON.
 
-    python bench/inner_loop.py                      # K = 1, 5, 15 over 30 plans; baseline and K=1 on 6 of them
-    python bench/inner_loop.py --ks 5 --plans 10 --sample 2 --epochs 2  # quicker
+    python bench/inner_loop.py                      # K = 1, 5, 15 (refill 1 and 4) over 30 plans; baseline and K=1 on 6 of them
+    python bench/inner_loop.py --ks 5 --refills 4 --plans 10 --sample 2 --epochs 2  # quicker
     python bench/inner_loop.py --targets all        # LoRA on every projection (our default for eval runs)
 """
 
@@ -73,17 +75,18 @@ def stratified(jobs: list, sizes: list[int], n: int) -> list:
     return [jobs[order[round(i * (len(jobs) - 1) / max(n - 1, 1))]] for i in range(n)]
 
 
-def run_one(mode: str, k: int, args: argparse.Namespace, targets: list[str]) -> dict:
+def run_one(mode: str, k: int, refill: int, args: argparse.Namespace, targets: list[str]) -> dict:
     """One configuration, in this process."""
-    from seal.adapters import AdapterBank
+    from seal import loop
     from seal.config import AdaptConfig, AnswerConfig, LoraConfig
-    from seal.loop import adapt_and_score, job_batches, score_probes
     from seal.models import load_model
-    from seal.training import TrainJob, tokenize_documents, train_adapters
+    from seal.training import tokenize_documents
 
     baseline = mode == "baseline"
     lm = load_model("embedded", dtype="float32" if baseline else "auto")
-    adapt = AdaptConfig(epochs=args.epochs, slots=k, engine="peft" if baseline else "batched", lora=LoraConfig(targets=targets))
+    adapt = AdaptConfig(
+        epochs=args.epochs, slots=k, refill=refill, engine="peft" if baseline else "batched", lora=LoraConfig(targets=targets)
+    )
     answer = AnswerConfig()
     jobs = build_jobs(lm, args.plans)
     size = {j.key: args.epochs * sum(len(ids) for ids, _ in tokenize_documents(lm, j.documents, adapt)) for j in jobs}
@@ -91,27 +94,33 @@ def run_one(mode: str, k: int, args: argparse.Namespace, targets: list[str]) -> 
         jobs = stratified(jobs, [size[j.key] for j in jobs], args.sample)
     train_tokens = sum(size[j.key] for j in jobs)
     matmul_params = sum(p.numel() for p in lm.model.parameters())  # every weight is used in a matmul (tied lm_head)
+
+    # The real code path; scoring is timed (and the packed tokens counted) on the way, for the
+    # FLOP accounting of the training phase (training time = total - scoring).
+    spent = {"scoring": 0.0, "tokens": 0}
+    score_probes, train_adapters = loop.score_probes, loop.train_adapters
+
+    def timed_score(*a, **kw):
+        start = time.perf_counter()
+        out = score_probes(*a, **kw)
+        spent["scoring"] += time.perf_counter() - start
+        return out
+
+    def counted_train(*a, **kw):
+        stats = train_adapters(*a, **kw)
+        spent["tokens"] += stats.tokens
+        return stats
+
+    loop.score_probes, loop.train_adapters = timed_score, counted_train
     began = time.perf_counter()
-    if baseline:
-        for _ in adapt_and_score(lm, jobs, adapt, answer):
-            pass
-        total, train_s, tokens = time.perf_counter() - began, None, None
-    else:
-        # The same work as adapt_and_score (batches cut as a round cuts them), split into its two
-        # phases for the FLOP accounting.
-        bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
-        train_s, tokens = 0.0, 0
-        for batch in job_batches(jobs, adapt.slots):
-            start = time.perf_counter()
-            stats = train_adapters(lm, bank, [TrainJob(j.documents, j.seed) for j in batch], adapt)
-            train_s += time.perf_counter() - start
-            tokens += stats.tokens
-            probes = [p for j in batch for p in j.probes]
-            score_probes(lm, probes, answer, bank=bank, slots=[s for s, j in enumerate(batch) for _ in j.probes])
-        total = time.perf_counter() - began
+    for _ in loop.adapt_and_score(lm, jobs, adapt, answer):
+        pass
+    total = time.perf_counter() - began
+    train_s, tokens = total - spent["scoring"], spent["tokens"]
     result = {
         "mode": mode,
         "k": 1 if baseline else k,
+        "refill": None if baseline else refill,
         "self_edits": len(jobs),
         "dtype": str(lm.dtype).replace("torch.", ""),
         "seconds": total,
@@ -129,6 +138,7 @@ def run_one(mode: str, k: int, args: argparse.Namespace, targets: list[str]) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ks", default="1,5,15")
+    parser.add_argument("--refills", default="1,4", help="engine units of K x refill plans (1: K at a time, no refill)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--plans", type=int, default=30, help="self-edits evaluated (cut into batches of K as a round cuts them)")
     parser.add_argument("--sample", type=int, default=6, help="configurations below --sample-below K evaluate this stratified sample")
@@ -141,8 +151,8 @@ def main() -> None:
 
     targets = ALL_PROJECTIONS if args.targets == "all" else args.targets.split(",")
     if args.one:
-        mode, k = args.one.split(":")
-        print(json.dumps(run_one(mode, int(k), args, targets)))
+        mode, k, refill = args.one.split(":")
+        print(json.dumps(run_one(mode, int(k), int(refill), args, targets)))
         return
 
     from rich.console import Console
@@ -153,7 +163,9 @@ def main() -> None:
     peaks = {"float32": matmul_peak(torch.float32)}
     if fast_bf16_available():
         peaks["bfloat16"] = matmul_peak(torch.bfloat16)
-    configs = ["baseline:1"] + [f"engine:{k}" for k in args.ks.split(",")]
+    ks, refills = [int(k) for k in args.ks.split(",")], [int(r) for r in args.refills.split(",")]
+    # refill makes no difference at K=1 (one plan at a time either way)
+    configs = ["baseline:1:1"] + [f"engine:{k}:{r}" for k in ks for r in (refills if k > 1 else refills[:1])]
     rows = []
     for config in configs:
         command = [sys.executable, __file__, "--one", config, "--epochs", str(args.epochs), "--plans", str(args.plans),
@@ -185,13 +197,14 @@ def main() -> None:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
-            f"{row['mode']} K={row['k']}", row["dtype"], str(row["self_edits"]), f"{row['train_tokens_per_self_edit']:.0f}",
+            f"{row['mode']} K={row['k']}" + (f" refill {row['refill']}" if row["mode"] == "engine" and row["k"] > 1 else ""),
+            row["dtype"], str(row["self_edits"]), f"{row['train_tokens_per_self_edit']:.0f}",
             f"{row['seconds_per_self_edit']:.1f}", f"{row['self_edits_per_minute']:.2f}", f"{row['speedup']:.2f}x",
             f"{row['speedup_per_token']:.2f}x",
             f"{row.get('train_gflops', float('nan')):.0f}", f"{row.get('train_fraction_of_peak', float('nan')):.0%}",
             f"{row['peak_rss_gib']:.1f}",
         )  # fmt: skip
-    Console().print(table)
+    Console(width=200).print(table)
     print(f"wrote {args.out}")
 
 

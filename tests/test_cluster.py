@@ -54,7 +54,7 @@ def records(run) -> dict:
 def knowledge_cfg(tiny_dir, files, executor: str) -> KnowledgeTrainConfig:
     sets = [
         f"model.name={tiny_dir}", f"train_data={files[0]}", f"eval_data={files[1]}", "train_passages=3",
-        "eval_passages=2", "rounds=1", "sampling.k=2", "adapt.epochs=2", "adapt.lora.rank=4", "adapt.slots=2",
+        "eval_passages=2", "rounds=1", "sampling.k=2", "adapt.epochs=2", "adapt.lora.rank=4", "adapt.slots=2", "adapt.refill=1",
         "policy.lora.rank=4", "sampling.max_new_tokens=16", "answer.max_new_tokens=6", "model.dtype=float32",
         "reward=loglik", "policy.lr=1e-2", "policy.batch_size=1", f"executor.kind={executor}", "executor.workers=2",
     ]  # fmt: skip

@@ -46,6 +46,7 @@ def test_training_changes_only_adapters_and_lowers_loss(tiny_lm):
 ARC_LIKE = [("Question: Who won?\nAnswer:", " the Denver Broncos"), ("Topic: Geography.", " Paris")]
 
 
+@pytest.mark.parametrize("slots", [3, 2], ids=["one-slot-each", "slots-refilled"])
 @pytest.mark.parametrize(
     "cfg, jobs",
     [
@@ -58,14 +59,19 @@ ARC_LIKE = [("Question: Who won?\nAnswer:", " the Denver Broncos"), ("Topic: Geo
     ],
     ids=["paper-knowledge", "batch2-cosine-per-job"],
 )
-def test_adapters_trained_together_match_adapters_trained_alone(tiny_lm, cfg, jobs):
-    bank = AdapterBank.attach(tiny_lm.model, cfg.lora, slots=3)
-    together = train_adapters(tiny_lm, bank, jobs, cfg)
-    together_weights = [bank.state_dict(i) for i in range(3)]
+def test_adapters_trained_together_match_adapters_trained_alone(tiny_lm, cfg, jobs, slots):
+    """With fewer slots than jobs, a slot whose job is done takes the next one mid-run: each adapter
+    still ends as training it alone leaves it."""
+    if hasattr(tiny_lm.model, "_seal_bank"):
+        tiny_lm.model._seal_bank.detach()  # a bank of exactly `slots`
+    bank = AdapterBank.attach(tiny_lm.model, cfg.lora, slots)
+    trained = {}
+    together = train_adapters(tiny_lm, bank, jobs, cfg, lambda slot, j: trained.setdefault(j, bank.state_dict(slot)))
+    assert sorted(trained) == list(range(len(jobs)))
     for i, job in enumerate(jobs):
         alone = train_adapters(tiny_lm, bank, [job], cfg)
         for key, value in bank.state_dict(0).items():
-            torch.testing.assert_close(value, together_weights[i][key], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(value, trained[i][key], atol=1e-5, rtol=1e-4)
         assert alone.losses[0] == pytest.approx(together.losses[i], rel=1e-4, abs=1e-5)
 
 

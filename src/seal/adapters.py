@@ -170,6 +170,26 @@ class AdapterBank:
             layer.lora_A[slot].copy_(init)
             layer.lora_B[slot].zero_()
 
+    def snapshot(self, slot: int) -> torch.Tensor:
+        """A copy of the adapter in `slot` (its row of the flat weights), for `holding`."""
+        return self.flat[slot].clone()
+
+    @contextmanager
+    def holding(self, adapters: list[torch.Tensor]):
+        """Slots 0..n-1 hold the given snapshots, in eval mode, for the duration; the slots' own
+        weights and the model's mode are put back after (training may be paused in them)."""
+        n, training = len(adapters), self.model.training
+        saved = self.flat[:n].clone()
+        with torch.no_grad():
+            self.flat[:n].copy_(torch.stack(adapters))
+        self.model.eval()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                self.flat[:n].copy_(saved)
+            self.model.train(training)
+
     @contextmanager
     def route(self, ids: list[int] | torch.Tensor | None, lengths: list[int] | None = None):
         route = self.routing
@@ -230,6 +250,13 @@ class StackedAdamW:
         self.exp_avg = torch.zeros_like(self.weights)
         self.exp_avg_sq = torch.zeros_like(self.weights)
         self.steps = torch.zeros(bank.slots, device=self.weights.device)
+
+    @torch.no_grad()
+    def reset(self, slot: int) -> None:
+        """A fresh optimiser for `slot` (a new adapter starts there)."""
+        self.exp_avg[slot].zero_()
+        self.exp_avg_sq[slot].zero_()
+        self.steps[slot] = 0
 
     def zero_grad(self, slots: list[int] | None = None) -> None:
         if slots is None:

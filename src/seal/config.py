@@ -68,6 +68,12 @@ class AdaptConfig(Section):
     slots: int = Field(
         15, ge=1, description="adapters trained together in one batched pass (the fast engine)"
     )
+    refill: int = Field(
+        4,
+        ge=1,
+        description="a unit of work is slots x refill plans; a slot whose plan is trained takes the next "
+        "one at once (1: groups of `slots`, each as long as its longest plan). A resumed run redoes at most a unit",
+    )
     engine: Literal["batched", "peft"] = Field(
         "batched", description="batched multi-adapter engine, or one fresh peft adapter per plan (baseline)"
     )

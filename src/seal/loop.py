@@ -1,8 +1,9 @@
 """Adapt and score: train one fresh adapter per plan, then probe every adapted model, K at a time.
 
 The base model is loaded once; adapters live in an `AdapterBank` and are reset in place,
-so nothing touches the disk on the hot path. Probes of all K adapted models are answered
-in the same batched generate/likelihood passes, each row routed to its own adapter.
+so nothing touches the disk on the hot path. A slot whose plan is trained takes the next
+plan at once; the trained adapters are set aside and their probes answered K models at a
+time in the same batched generate/likelihood passes, each row routed to its own adapter.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from seal.adapters import AdapterBank
 from seal.config import AdaptConfig, AnswerConfig
@@ -104,10 +107,11 @@ def job_batches(jobs: list, slots: int, skip: set[str] = frozenset()) -> list[li
 
 
 def work_batches(jobs: list[AdaptJob], adapt: AdaptConfig, skip: set[str] = frozenset()) -> list[list[AdaptJob]]:
-    """The unit of work: `adapt.slots` jobs trained together (one job at a time for the peft baseline)."""
+    """The unit of work: `adapt.slots * adapt.refill` jobs for one bank, whose slots take the next
+    job of the unit as soon as theirs is trained (one job at a time for the peft baseline)."""
     if adapt.engine == "peft":
         return [[j] for j in jobs if j.key not in skip]
-    return job_batches(jobs, adapt.slots, skip)
+    return job_batches(jobs, adapt.slots * adapt.refill, skip)
 
 
 def adapt_batch(
@@ -118,7 +122,9 @@ def adapt_batch(
     judge: LLMJudge | None = None,
     adapter_dir: Path | None = None,
 ) -> list[AdaptResult]:
-    """Train one adapter per job of the batch, together, and score each adapted model on its probes.
+    """Train one adapter per job of the batch, `adapt.slots` at a time, and score each adapted
+    model on its probes: trained adapters are set aside as they finish and scored `slots` at a
+    time in one batched pass, while training goes on in the slots.
     With `adapter_dir`, each adapter is also saved there in peft format, under its job key."""
     if adapt.engine == "peft":
         from seal.baseline import adapt_and_score_peft
@@ -126,27 +132,33 @@ def adapt_batch(
         return [r for rs in adapt_and_score_peft(lm, batch, adapt, answer, judge=judge, adapter_dir=adapter_dir) for r in rs]
     bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
     began = time.perf_counter()
-    stats = train_adapters(lm, bank, [TrainJob(j.documents, j.seed) for j in batch], adapt)
-    if adapter_dir is not None:
-        for slot, job in enumerate(batch):
-            bank.save(slot, adapter_path(adapter_dir, job.key), base_model=lm.name)
-    probes = [p for j in batch for p in j.probes]
-    slots = [slot for slot, j in enumerate(batch) for _ in j.probes]
-    records = score_probes(lm, probes, answer, bank=bank, slots=slots, judge=judge)
+    trained: list[tuple[int, torch.Tensor]] = []  # (job, its adapter) waiting to be scored
+    records: dict[int, list[dict]] = {}
+
+    def score_trained() -> None:
+        group = [j for j, _ in trained]
+        with bank.holding([adapter for _, adapter in trained]):
+            probes = [p for j in group for p in batch[j].probes]
+            slots = [slot for slot, j in enumerate(group) for _ in batch[j].probes]
+            scored = iter(score_probes(lm, probes, answer, bank=bank, slots=slots, judge=judge))
+        for j in group:
+            records[j] = [next(scored) for _ in batch[j].probes]
+        trained.clear()
+
+    def finished(slot: int, j: int) -> None:
+        if adapter_dir is not None:
+            bank.save(slot, adapter_path(adapter_dir, batch[j].key), base_model=lm.name)
+        trained.append((j, bank.snapshot(slot)))
+        if len(trained) == bank.slots:
+            score_trained()
+
+    stats = train_adapters(lm, bank, [TrainJob(j.documents, j.seed) for j in batch], adapt, finished)
+    if trained:
+        score_trained()
     share = (time.perf_counter() - began) / len(batch)
-    results, offset = [], 0
-    for slot, job in enumerate(batch):
-        results.append(
-            AdaptResult(
-                key=job.key,
-                probes=records[offset : offset + len(job.probes)],
-                losses=stats.first_last(slot),
-                steps=len(stats.losses[slot]),
-                seconds=share,
-            )
-        )
-        offset += len(job.probes)
-    return results
+    return [
+        AdaptResult(job.key, records[j], stats.first_last(j), len(stats.losses[j]), share) for j, job in enumerate(batch)
+    ]
 
 
 def adapt_and_score(

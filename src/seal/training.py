@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -82,28 +83,53 @@ def tokenize_documents(lm: LoadedModel, documents: list[Document], cfg: AdaptCon
     return out
 
 
-def train_adapters(lm: LoadedModel, bank: AdapterBank, jobs: list[TrainJob], cfg: AdaptConfig) -> TrainStats:
-    """Train slot i of `bank` on jobs[i], all together; the slots are reset first."""
-    if len(jobs) > bank.slots:
-        raise ValueError(f"{len(jobs)} jobs for a bank of {bank.slots} slots")
+def train_adapters(
+    lm: LoadedModel,
+    bank: AdapterBank,
+    jobs: list[TrainJob],
+    cfg: AdaptConfig,
+    finished: Callable[[int, int], None] | None = None,
+) -> TrainStats:
+    """Train one adapter per job, `bank.slots` at a time, all together.
+
+    The slots start on the first jobs; a slot whose job has taken its last step takes the next
+    job in line at the next step (continuous batching), so steps stay full until the line runs
+    dry instead of every group running as long as its longest plan. `finished(slot, j)` is
+    called between steps when job j's adapter is trained, while it sits in `slot` and before the
+    slot is reused; it may score or copy that adapter but must leave the bank's weights as it
+    found them. With no more jobs than slots, job j trains and ends in slot j."""
     device = lm.device
     optimiser = StackedAdamW(bank, weight_decay=cfg.weight_decay)
-    for slot, job in enumerate(jobs):
-        bank.reset(slot, job.seed)
     docs = [tokenize_documents(lm, job.documents, cfg) for job in jobs]
     orders = [document_order(len(d), job.epochs or cfg.epochs, job.seed) for d, job in zip(docs, jobs)]
     # Each adapter takes batch_size documents per optimiser step, in its own order.
     steps = [[order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)] for order in orders]
     stats = TrainStats(losses=[[] for _ in jobs])
-    bank.model.train()
+    line = iter(range(len(jobs)))
+    running: dict[int, int] = {}  # slot -> the job it trains
+
+    def take_next(slot: int) -> None:
+        for j in line:
+            bank.reset(slot, jobs[j].seed)
+            optimiser.reset(slot)
+            if steps[j]:
+                running[slot] = j
+                return
+            if finished is not None:  # nothing to train on: the fresh (no-op) adapter is the result
+                finished(slot, j)
+
     for layer in bank.layers.values():
         layer.lora_A.requires_grad_(True)
         layer.lora_B.requires_grad_(True)
     try:
-        for step in range(max((len(s) for s in steps), default=0)):
-            active_jobs = [j for j, job_steps in enumerate(steps) if step < len(job_steps)]
-            owners = [j for j in active_jobs for _ in steps[j][step]]
-            batch = pack([docs[j][d] for j in active_jobs for d in steps[j][step]], device)
+        for slot in range(bank.slots):
+            take_next(slot)
+        while running:
+            bank.model.train()  # again at every step: `finished` may have scored in eval mode
+            slots = sorted(running)
+            step_docs = {s: steps[running[s]][len(stats.losses[running[s]])] for s in slots}
+            owners = [s for s in slots for _ in step_docs[s]]
+            batch = pack([docs[running[s]][d] for s in slots for d in step_docs[s]], device)
             with bank.route(owners, batch["lengths"]), packed_forward(lm.model, batch["lengths"]):
                 # squeeze, not [0]: select's backward would allocate and copy a second (tokens x vocab) tensor
                 logits = lm.model(
@@ -111,21 +137,28 @@ def train_adapters(lm: LoadedModel, bank: AdapterBank, jobs: list[TrainJob], cfg
                 ).logits.squeeze(0)
             sequence_losses = per_sequence_loss(logits, batch["labels"], batch["segment"], len(owners))
             # An adapter's loss is the mean over its documents of the step (HF's batch mean).
-            owner_index = torch.tensor([active_jobs.index(j) for j in owners], device=device)
-            losses = torch.zeros(len(active_jobs), device=device).index_add(0, owner_index, sequence_losses)
-            losses = losses / torch.tensor([len(steps[j][step]) for j in active_jobs], device=device)
-            optimiser.zero_grad(active_jobs)
+            owner_index = torch.tensor([slots.index(s) for s in owners], device=device)
+            losses = torch.zeros(len(slots), device=device).index_add(0, owner_index, sequence_losses)
+            losses = losses / torch.tensor([len(step_docs[s]) for s in slots], device=device)
+            optimiser.zero_grad(slots)
             with warnings.catch_warnings():
                 # The bank's gradients are strided views into one buffer on purpose (see AdapterBank.__init__).
                 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
                 losses.sum().backward()
             lrs = [
-                learning_rate(cfg, jobs[j].lr or cfg.lr, int(optimiser.steps[j].item()), len(steps[j])) for j in active_jobs
+                learning_rate(cfg, jobs[running[s]].lr or cfg.lr, len(stats.losses[running[s]]), len(steps[running[s]]))
+                for s in slots
             ]
-            optimiser.step(active_jobs, lrs, cfg.max_grad_norm)
-            for j, loss in zip(active_jobs, losses.tolist()):
-                stats.losses[j].append(loss)
+            optimiser.step(slots, lrs, cfg.max_grad_norm)
             stats.tokens += batch["input_ids"].shape[1]
+            for s, loss in zip(slots, losses.tolist()):
+                j = running[s]
+                stats.losses[j].append(loss)
+                if len(stats.losses[j]) == len(steps[j]):
+                    del running[s]
+                    if finished is not None:
+                        finished(s, j)
+                    take_next(s)
     finally:
         optimiser.zero_grad()
         bank.model.eval()
