@@ -20,7 +20,8 @@ table gives each row's training tokens per self-edit and the speed-up per traini
 Each configuration runs in its own process, so its peak memory is its own. Prints a table
 and writes JSON.
 
-    python bench/inner_loop.py                      # K = 1, 5, 15 (refill 1 and 4) over 30 plans; baseline and K=1 on 6 of them
+    python bench/inner_loop.py                      # K = 1, 5, 15 over 30 plans; baseline and K=1 on 6 of them
+    python bench/inner_loop.py --refills 1,4        # and each K > 1 with slots refilled from units of 4K plans
     python bench/inner_loop.py --ks 5 --refills 4 --plans 10 --sample 2 --epochs 2  # quicker
     python bench/inner_loop.py --targets all        # LoRA on every projection (our default for eval runs)
 """
@@ -138,7 +139,7 @@ def run_one(mode: str, k: int, refill: int, args: argparse.Namespace, targets: l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ks", default="1,5,15")
-    parser.add_argument("--refills", default="1,4", help="engine units of K x refill plans (1: K at a time, no refill)")
+    parser.add_argument("--refills", default="1", help="engine units of K x refill plans, e.g. 1,4 (1: K at a time)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--plans", type=int, default=30, help="self-edits evaluated (cut into batches of K as a round cuts them)")
     parser.add_argument("--sample", type=int, default=6, help="configurations below --sample-below K evaluate this stratified sample")

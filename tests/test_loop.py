@@ -1,7 +1,7 @@
 import pytest
 
 from seal.config import AdaptConfig, AnswerConfig, LoraConfig
-from seal.loop import AdaptJob, Probe, adapt_batch, work_batches
+from seal.loop import AdaptJob, Probe, adapt_batch, job_batches, work_batches
 
 FACTS = [
     ["The Denver Broncos won Super Bowl 50.", "Levi's Stadium is in Santa Clara."],
@@ -37,3 +37,15 @@ def test_refilled_slots_score_every_adapter_as_a_slot_of_its_own_would(tiny_lm):
 def test_a_unit_of_work_is_slots_times_refill_plans():
     units = work_batches(jobs() * 3, AdaptConfig(slots=2, refill=3))
     assert [len(u) for u in units] == [6, 6]
+
+
+def test_plans_are_grouped_by_the_optimiser_steps_they_take():
+    """ARC self-edits choose their epochs: 2 documents x 5 epochs is longer than 4 documents x 1."""
+    from types import SimpleNamespace
+
+    plans = [SimpleNamespace(key=f"p{i}", documents=["d"] * n, epochs=e) for i, (n, e) in enumerate([(4, 1), (2, 5), (3, 1), (1, 6)])]
+    by_documents = job_batches(plans, 2)
+    by_steps = job_batches(plans, 2, steps=lambda p: len(p.documents) * p.epochs)
+    assert [[p.key for p in b] for b in by_documents] == [["p0", "p2"], ["p1", "p3"]]
+    assert [[p.key for p in b] for b in by_steps] == [["p1", "p3"], ["p0", "p2"]]
+    assert job_batches(plans, 2, skip={"p1", "p3"}, steps=lambda p: len(p.documents) * p.epochs) == [by_steps[1]]

@@ -38,6 +38,9 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override any
 ModelOpt = Annotated[Optional[str], typer.Option(help="'embedded', a hub id or a local directory")]
 ExecutorOpt = Annotated[Optional[str], typer.Option("--executor", help="local (in-process) | ray (a pool of actors)")]
 RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address (auto, HOST:6379)")]
+OutOpt = Annotated[Path, typer.Option(help="run directory; re-running resumes it")]
+PassagesFileOpt = Annotated[Optional[str], typer.Option(help="passages file (SEAL format)")]
+SelfEditsOpt = Annotated[Optional[str], typer.Option("--self-edits", help="file with completions for 'file'")]
 
 
 def fail(message: str) -> None:
@@ -55,6 +58,11 @@ def resolve(cls, config: Path | None, flags: dict[str, object], overrides: list[
         fail(f"config field {'.'.join(map(str, first['loc']))}: {first['msg']}")
     except (OSError, ValueError) as err:
         fail(str(err))
+
+
+def as_list(value: str | None) -> str | None:
+    """A comma-separated option as the YAML list a config field takes."""
+    return f"[{value}]" if value else None
 
 
 def common_flags(model: str | None, executor: str | None = None, ray_address: str | None = None) -> dict[str, object]:
@@ -75,13 +83,13 @@ def launch(cls, experiment, config: Path | None, flags: dict[str, object], overr
 def knowledge_eval(
     config: ConfigOpt = None,
     model: ModelOpt = None,
-    data: Annotated[Optional[str], typer.Option(help="passages file (SEAL format)")] = None,
+    data: PassagesFileOpt = None,
     passages: Annotated[Optional[int], typer.Option(help="number of passages (paper subset order)")] = None,
     conditions: Annotated[Optional[str], typer.Option(help="comma-separated, e.g. base,in-context,passage,implications,file")] = None,
-    self_edits: Annotated[Optional[str], typer.Option("--self-edits", help="file with completions for 'file'")] = None,
+    self_edits: SelfEditsOpt = None,
     k: Annotated[Optional[int], typer.Option(help="self-edits per passage")] = None,
     reward: Annotated[Optional[str], typer.Option(help="em | f1 | loglik | judge")] = None,
-    out: Annotated[Path, typer.Option(help="run directory; re-running resumes it")] = Path("runs/knowledge-eval"),
+    out: OutOpt = Path("runs/knowledge-eval"),
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     set_: SetOpt = None,
@@ -93,7 +101,7 @@ def knowledge_eval(
         **common_flags(model, executor, ray_address),
         "data": data,
         "passages": passages,
-        "conditions": f"[{conditions}]" if conditions else None,
+        "conditions": as_list(conditions),
         "self_edits_file": self_edits,
         "sampling.k": k,
         "reward": reward,
@@ -112,7 +120,7 @@ def knowledge_train(
     rounds: Annotated[Optional[int], typer.Option(help="ReST-EM rounds")] = None,
     k: Annotated[Optional[int], typer.Option(help="self-edits per training passage")] = None,
     reward: Annotated[Optional[str], typer.Option(help="verdict | em | f1 | loglik | judge")] = None,
-    out: Annotated[Path, typer.Option(help="run directory; re-running resumes it")] = Path("runs/knowledge-train"),
+    out: OutOpt = Path("runs/knowledge-train"),
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     set_: SetOpt = None,
@@ -137,11 +145,11 @@ def knowledge_train(
 def knowledge_continual(
     config: ConfigOpt = None,
     model: ModelOpt = None,
-    data: Annotated[Optional[str], typer.Option(help="passages file (SEAL format)")] = None,
+    data: PassagesFileOpt = None,
     sequences: Annotated[Optional[int], typer.Option(help="independent sequences, averaged")] = None,
     steps: Annotated[Optional[int], typer.Option(help="passages per sequence")] = None,
     mitigations: Annotated[Optional[str], typer.Option(help="comma-separated: none,replay")] = None,
-    out: Annotated[Path, typer.Option(help="run directory; re-running resumes it")] = Path("runs/knowledge-continual"),
+    out: OutOpt = Path("runs/knowledge-continual"),
     set_: SetOpt = None,
 ) -> None:
     """Self-edits merged one passage after another: the forgetting matrix, with and without a mitigation."""
@@ -152,7 +160,7 @@ def knowledge_continual(
         "data": data,
         "sequences": sequences,
         "steps": steps,
-        "mitigations": f"[{mitigations}]" if mitigations else None,
+        "mitigations": as_list(mitigations),
     }
     launch(KnowledgeContinualConfig, KnowledgeContinual, config, flags, set_, out)
 
@@ -161,12 +169,12 @@ def knowledge_continual(
 def knowledge_cpt(
     config: ConfigOpt = None,
     model: ModelOpt = None,
-    data: Annotated[Optional[str], typer.Option(help="passages file (SEAL format)")] = None,
+    data: PassagesFileOpt = None,
     passages: Annotated[Optional[int], typer.Option(help="passages absorbed together (paper: 200, 2067)")] = None,
     conditions: Annotated[Optional[str], typer.Option(help="comma-separated, e.g. base,passage,implications,file")] = None,
-    self_edits: Annotated[Optional[str], typer.Option("--self-edits", help="file with completions for 'file'")] = None,
+    self_edits: SelfEditsOpt = None,
     method: Annotated[Optional[str], typer.Option(help="lora | full")] = None,
-    out: Annotated[Path, typer.Option(help="run directory; re-running resumes it")] = Path("runs/knowledge-cpt"),
+    out: OutOpt = Path("runs/knowledge-cpt"),
     set_: SetOpt = None,
 ) -> None:
     """Continued pretraining: one update on the self-edits of n passages, evaluated on all their questions."""
@@ -176,7 +184,7 @@ def knowledge_cpt(
         **common_flags(model),
         "data": data,
         "passages": passages,
-        "conditions": f"[{conditions}]" if conditions else None,
+        "conditions": as_list(conditions),
         "self_edits_file": self_edits,
         "method": method,
     }
@@ -192,7 +200,7 @@ def arc_eval(
     tasks: Annotated[Optional[int], typer.Option(help="first N tasks")] = None,
     conditions: Annotated[Optional[str], typer.Option(help="comma-separated: in-context,self-edit,oracle")] = None,
     k: Annotated[Optional[int], typer.Option(help="self-edits per task")] = None,
-    out: Annotated[Path, typer.Option(help="run directory; re-running resumes it")] = Path("runs/arc-eval"),
+    out: OutOpt = Path("runs/arc-eval"),
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     set_: SetOpt = None,
@@ -205,7 +213,7 @@ def arc_eval(
         "data.challenges": challenges,
         "data.solutions": solutions,
         "data.tasks": tasks,
-        "conditions": f"[{conditions}]" if conditions else None,
+        "conditions": as_list(conditions),
         "k": k,
     }
     launch(ArcEvalConfig, ArcEval, config, flags, set_, out)
@@ -220,7 +228,7 @@ def arc_train(
     rounds: Annotated[Optional[int], typer.Option(help="RL rounds")] = None,
     k: Annotated[Optional[int], typer.Option(help="self-edits per training task")] = None,
     eval_k: Annotated[Optional[int], typer.Option(help="self-edits per held-out task")] = None,
-    out: Annotated[Path, typer.Option(help="run directory; re-running resumes it")] = Path("runs/arc-train"),
+    out: OutOpt = Path("runs/arc-train"),
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     set_: SetOpt = None,

@@ -69,10 +69,10 @@ class AdaptConfig(Section):
         15, ge=1, description="adapters trained together in one batched pass (the fast engine)"
     )
     refill: int = Field(
-        4,
+        1,
         ge=1,
-        description="a unit of work is slots x refill plans; a slot whose plan is trained takes the next "
-        "one at once (1: groups of `slots`, each as long as its longest plan). A resumed run redoes at most a unit",
+        description="a unit of work is slots x refill plans, and a slot whose plan is trained takes the next one "
+        "of its unit at once; 1: groups of `slots` plans of similar length. A resumed run redoes at most a unit",
     )
     engine: Literal["batched", "peft"] = Field(
         "batched", description="batched multi-adapter engine, or one fresh peft adapter per plan (baseline)"
@@ -107,25 +107,31 @@ class JudgeConfig(Section):
     max_retries: int = 5
 
 
-class KnowledgeEvalConfig(Section):
-    """`seal knowledge eval`: the paper's single-passage table."""
+class KnowledgeRunConfig(Section):
+    """What every knowledge-incorporation run has: the model, how self-edits are sampled and turned
+    into training documents, the inner loop, how answers are produced and graded."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
+    split_lines: bool = Field(True, description="one training document per self-edit line (paper)")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
+    answer: AnswerConfig = Field(default_factory=AnswerConfig)
+    judge: JudgeConfig | None = None
+    seed: int = 0
+
+
+class KnowledgeEvalConfig(KnowledgeRunConfig):
+    """`seal knowledge eval`: the paper's single-passage table."""
+
     data: str = Field("../shared/data/squad/squad_val.json", description="passages file (SEAL format)")
     passages: int | None = Field(20, description="number of passages; None = all")
     paper_subset: bool = Field(True, description="take the first N after random.seed(42) shuffle")
     conditions: list[str] = Field(default_factory=lambda: ["base", "in-context", "passage", "implications"])
     self_edits_file: str | None = Field(None, description="file with `completions` for the 'file' condition")
-    split_lines: bool = Field(True, description="one training document per self-edit line (paper)")
     reward: str = Field(
         "verdict", description="metric used as reward: verdict (local, agrees with the paper's judge), em, f1, loglik or judge"
     )
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
-    answer: AnswerConfig = Field(default_factory=AnswerConfig)
-    judge: JudgeConfig | None = None
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
-    seed: int = 0
 
 
 class PolicyConfig(Section):
@@ -143,10 +149,9 @@ class PolicyConfig(Section):
     max_tokens: int = Field(2048, ge=16, description="prompt + self-edit truncated to this many tokens")
 
 
-class KnowledgeTrainConfig(Section):
+class KnowledgeTrainConfig(KnowledgeRunConfig):
     """`seal knowledge train`: ReST-EM rounds that teach the policy to write better self-edits."""
 
-    model: ModelConfig = Field(default_factory=ModelConfig)
     train_data: str = Field(
         "../shared/data/squad/synthetic/train/iter0_train.json", description="training passages (SEAL format)"
     )
@@ -165,45 +170,32 @@ class KnowledgeTrainConfig(Section):
     baselines: list[str] = Field(
         default_factory=lambda: ["in-context", "passage"], description="conditions scored once with the initial policy"
     )
-    split_lines: bool = True
     reward: str = "verdict"
-    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
-    answer: AnswerConfig = Field(default_factory=AnswerConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    judge: JudgeConfig | None = None
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
-    seed: int = 0
 
 
-class KnowledgeContinualConfig(Section):
+class KnowledgeContinualConfig(KnowledgeRunConfig):
     """`seal knowledge continual`: self-edits applied one passage after another, each merged into the
     model; accuracy on every earlier passage after every step (the paper's forgetting matrix)."""
 
-    model: ModelConfig = Field(default_factory=ModelConfig)
     data: str = Field("../shared/data/squad/squad_val.json", description="passages file (SEAL format)")
     sequences: int = Field(2, ge=1, description="independent sequences, averaged")
     steps: int = Field(4, ge=1, description="passages per sequence (paper: 8)")
     paper_subset: bool = Field(True, description="draw passages in the paper subset's seed-42 order")
     variant: str = "implications"
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    split_lines: bool = True
     mitigations: list[Literal["none", "replay"]] = Field(
         default_factory=lambda: ["none", "replay"],
         description="none: train on the new self-edit only; replay: add documents of earlier self-edits",
     )
     replay_documents: int = Field(4, ge=1, description="earlier documents mixed into each new plan under replay")
     metric: str = Field("verdict", description="metric of the forgetting matrix (every metric is recorded)")
-    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
-    answer: AnswerConfig = Field(default_factory=AnswerConfig)
-    judge: JudgeConfig | None = None
-    seed: int = 0
 
 
-class KnowledgeCPTConfig(Section):
+class KnowledgeCPTConfig(KnowledgeRunConfig):
     """`seal knowledge cpt`: continued pretraining on the self-edits of many passages at once, evaluated
     on all their questions (the paper's n=200 and n=2067 multi-passage settings)."""
 
-    model: ModelConfig = Field(default_factory=ModelConfig)
     data: str = Field("../shared/data/squad/squad_val.json", description="passages file (SEAL format)")
     passages: int | None = Field(200, description="n passages absorbed together (paper: 200 or all 2067); None = all")
     paper_subset: bool = True
@@ -213,13 +205,8 @@ class KnowledgeCPTConfig(Section):
     )
     self_edits_file: str | None = Field(None, description="file with `completions` for the 'file' condition")
     method: Literal["lora", "full"] = Field("lora", description="one LoRA for all passages, or a full fine-tune")
-    split_lines: bool = True
     reward: str = Field("verdict", description="headline metric (every metric is recorded)")
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     adapt: AdaptConfig = Field(default_factory=lambda: AdaptConfig(epochs=2), description="the training run over all documents")
-    answer: AnswerConfig = Field(default_factory=AnswerConfig)
-    judge: JudgeConfig | None = None
-    seed: int = 0
 
 
 ARC_DIR = "../shared/data/arc"

@@ -9,9 +9,10 @@ time in the same batched generate/likelihood passes, each row routed to its own 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,7 +21,7 @@ from seal.config import AdaptConfig, AnswerConfig
 from seal.grading import LLMJudge, exact_match, token_f1, verdict
 from seal.models import LoadedModel
 from seal.sampling import Progress, continuation_logprobs, generate
-from seal.training import TrainJob, train_adapters
+from seal.training import TrainJob, TrainStats, train_adapters
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,14 @@ class AdaptResult:
     seconds: float  # this job's share of its batch's wall time
 
 
-def job_batches(jobs: list, slots: int, skip: set[str] = frozenset()) -> list[list]:
+def job_batches(
+    jobs: list, slots: int, skip: set[str] = frozenset(), steps: Callable[[Any], int] = lambda j: len(j.documents)
+) -> list[list]:
     """Jobs (anything with .key and .documents) cut into batches of `slots`, plans of similar length
-    together (a batch trains for as many steps as its longest plan). The cut depends on all jobs,
-    done or not, so a resumed run trains exactly the batches the first run would have; batches
-    whose every key is in `skip` are left out."""
-    ordered = sorted(jobs, key=lambda j: len(j.documents), reverse=True)
+    together (`steps`: how many optimiser steps a job takes, up to a common factor; a group trains
+    as long as its longest plan). The cut depends on all jobs, done or not, so a resumed run trains
+    exactly the batches the first run would have; batches whose every key is in `skip` are left out."""
+    ordered = sorted(jobs, key=steps, reverse=True)
     batches = [ordered[s : s + slots] for s in range(0, len(ordered), slots)]
     return [b for b in batches if any(j.key not in skip for j in b)]
 
@@ -114,6 +117,38 @@ def work_batches(jobs: list[AdaptJob], adapt: AdaptConfig, skip: set[str] = froz
     return job_batches(jobs, adapt.slots * adapt.refill, skip)
 
 
+def train_and_score(
+    lm: LoadedModel,
+    bank: AdapterBank,
+    jobs: list[TrainJob],
+    adapt: AdaptConfig,
+    score: Callable[[list[int]], None],
+    on_trained: Callable[[int, int], None] | None = None,
+) -> TrainStats:
+    """Train one adapter per job (`train_adapters`: a slot whose plan is trained takes the next)
+    and hand the trained adapters to `score(group)` `bank.slots` at a time while training goes on:
+    during the call the adapter of job group[i] sits in slot i. `on_trained(slot, j)` sees each
+    adapter where it was trained (to save it)."""
+    waiting: list[tuple[int, torch.Tensor]] = []  # (job, its trained adapter)
+
+    def score_waiting() -> None:
+        with bank.holding([adapter for _, adapter in waiting]):
+            score([j for j, _ in waiting])
+        waiting.clear()
+
+    def finished(slot: int, j: int) -> None:
+        if on_trained is not None:
+            on_trained(slot, j)
+        waiting.append((j, bank.snapshot(slot)))
+        if len(waiting) == bank.slots:
+            score_waiting()
+
+    stats = train_adapters(lm, bank, jobs, adapt, finished)
+    if waiting:
+        score_waiting()
+    return stats
+
+
 def adapt_batch(
     lm: LoadedModel,
     batch: list[AdaptJob],
@@ -123,8 +158,7 @@ def adapt_batch(
     adapter_dir: Path | None = None,
 ) -> list[AdaptResult]:
     """Train one adapter per job of the batch, `adapt.slots` at a time, and score each adapted
-    model on its probes: trained adapters are set aside as they finish and scored `slots` at a
-    time in one batched pass, while training goes on in the slots.
+    model on its probes, `adapt.slots` models per batched pass.
     With `adapter_dir`, each adapter is also saved there in peft format, under its job key."""
     if adapt.engine == "peft":
         from seal.baseline import adapt_and_score_peft
@@ -132,29 +166,20 @@ def adapt_batch(
         return [r for rs in adapt_and_score_peft(lm, batch, adapt, answer, judge=judge, adapter_dir=adapter_dir) for r in rs]
     bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
     began = time.perf_counter()
-    trained: list[tuple[int, torch.Tensor]] = []  # (job, its adapter) waiting to be scored
     records: dict[int, list[dict]] = {}
 
-    def score_trained() -> None:
-        group = [j for j, _ in trained]
-        with bank.holding([adapter for _, adapter in trained]):
-            probes = [p for j in group for p in batch[j].probes]
-            slots = [slot for slot, j in enumerate(group) for _ in batch[j].probes]
-            scored = iter(score_probes(lm, probes, answer, bank=bank, slots=slots, judge=judge))
+    def score(group: list[int]) -> None:
+        probes = [p for j in group for p in batch[j].probes]
+        slots = [slot for slot, j in enumerate(group) for _ in batch[j].probes]
+        scored = iter(score_probes(lm, probes, answer, bank=bank, slots=slots, judge=judge))
         for j in group:
             records[j] = [next(scored) for _ in batch[j].probes]
-        trained.clear()
 
-    def finished(slot: int, j: int) -> None:
-        if adapter_dir is not None:
-            bank.save(slot, adapter_path(adapter_dir, batch[j].key), base_model=lm.name)
-        trained.append((j, bank.snapshot(slot)))
-        if len(trained) == bank.slots:
-            score_trained()
+    def save(slot: int, j: int) -> None:
+        bank.save(slot, adapter_path(adapter_dir, batch[j].key), base_model=lm.name)
 
-    stats = train_adapters(lm, bank, [TrainJob(j.documents, j.seed) for j in batch], adapt, finished)
-    if trained:
-        score_trained()
+    train_jobs = [TrainJob(j.documents, j.seed) for j in batch]
+    stats = train_and_score(lm, bank, train_jobs, adapt, score, save if adapter_dir is not None else None)
     share = (time.perf_counter() - began) / len(batch)
     return [
         AdaptResult(job.key, records[j], stats.first_last(j), len(stats.losses[j]), share) for j, job in enumerate(batch)

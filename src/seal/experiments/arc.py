@@ -31,12 +31,12 @@ from seal.domains.arc.grids import Task, load_tasks
 from seal.domains.arc.selfedit import ArcPlan, parse_self_edit, plan_json, self_edit_prompt
 from seal.domains.knowledge import DataError
 from seal.experiments.knowledge_steps import mean, progress_bar, sample_self_edits, stable_seed
-from seal.loop import job_batches
+from seal.loop import job_batches, train_and_score
 from seal.models import LoadedModel, ModelOnDemand
 from seal.policy import PolicyOnDemand, run_rounds, select
 from seal.sampling import generate
 from seal.store import RunStore
-from seal.training import TrainJob, train_adapters
+from seal.training import TrainJob
 
 RESULTS_FILE = "results.json"
 
@@ -107,18 +107,25 @@ def in_context_work(lm: LoadedModel, item: tuple[Task, int], cfg: ArcRunConfig) 
 
 
 def adapt_work(lm: LoadedModel, batch: list[ArcJob], cfg: ArcRunConfig) -> list[dict]:
-    """Test-time training of one adapter per job, together, then voted predictions of each adapted model."""
+    """Test-time training of one adapter per job, `adapt.slots` at a time, and voted predictions of
+    each adapted model, `adapt.slots` models per batched pass."""
     bank = AdapterBank.attach(lm.model, cfg.adapt.lora, cfg.adapt.slots)
     began = time.perf_counter()
     train_jobs = [TrainJob(j.documents, stable_seed(cfg.seed, j.key), j.plan.lr, j.plan.epochs) for j in batch]
-    stats = train_adapters(lm, bank, train_jobs, cfg.adapt)
     seeds = [stable_seed(cfg.seed, "views", j.key) for j in batch]
-    attempts = predict(lm, cfg, [j.task for j in batch], seeds, bank=bank, slots=list(range(len(batch))))
+    attempts: dict[int, list] = {}
+
+    def score(group: list[int]) -> None:
+        tasks, group_seeds = [batch[j].task for j in group], [seeds[j] for j in group]
+        for j, tries in zip(group, predict(lm, cfg, tasks, group_seeds, bank=bank, slots=list(range(len(group))))):
+            attempts[j] = tries
+
+    stats = train_and_score(lm, bank, train_jobs, cfg.adapt, score)
     share = (time.perf_counter() - began) / len(batch)
     return [
-        _record(j.task, a, valid=True, plan=j.plan.raw, examples=len(j.documents), steps=len(stats.losses[s]),
+        _record(j.task, attempts[s], valid=True, plan=j.plan.raw, examples=len(j.documents), steps=len(stats.losses[s]),
                 loss=stats.first_last(s), seconds=share)
-        for s, (j, a) in enumerate(zip(batch, attempts))
+        for s, j in enumerate(batch)
     ]  # fmt: skip
 
 
@@ -162,7 +169,10 @@ class ArcSteps:
             [(j.key, {"task": j.task.id, "solved": False, "valid": False, "reason": j.plan.reason})
              for j in jobs if not j.plan.valid and j.key not in done],
         )  # fmt: skip
-        batches = job_batches([j for j in jobs if j.plan.valid], self.cfg.adapt.slots, done)
+        # a self-edit chooses its epochs: group plans by the optimiser steps they take
+        valid = [j for j in jobs if j.plan.valid]
+        unit = self.cfg.adapt.slots * self.cfg.adapt.refill
+        batches = job_batches(valid, unit, done, steps=lambda j: len(j.documents) * j.plan.epochs)
         with progress_bar(self.console) as progress:
             task = progress.add_task(label, total=sum(len(b) for b in batches))
             for batch, records in self.executor.map(adapt_work, batches, self.cfg):
