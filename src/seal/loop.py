@@ -129,7 +129,12 @@ def train_and_score(
     and hand the trained adapters to `score(group)` `bank.slots` at a time while training goes on:
     during the call the adapter of job group[i] sits in slot i. `on_trained(slot, j)` sees each
     adapter where it was trained (to save it)."""
-    waiting: list[tuple[int, torch.Tensor]] = []  # (job, its trained adapter)
+    if len(jobs) <= bank.slots:  # no slot is reused: job j's adapter stays in slot j, nothing to set aside
+        stats = train_adapters(lm, bank, jobs, adapt, on_trained)
+        if jobs:
+            score(list(range(len(jobs))))
+        return stats
+    waiting: list[tuple[int, torch.Tensor]] = []  # (job, a copy of its trained adapter)
 
     def score_waiting() -> None:
         with bank.holding([adapter for _, adapter in waiting]):
