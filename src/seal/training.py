@@ -96,8 +96,8 @@ def train_adapters(
     job in line at the next step (continuous batching), so steps stay full until the line runs
     dry instead of every group running as long as its longest plan. `finished(slot, j)` is
     called between steps when job j's adapter is trained, while it sits in `slot` and before the
-    slot is reused; it may score or copy that adapter but must leave the bank's weights as it
-    found them. With no more jobs than slots, job j trains and ends in slot j."""
+    slot is reused; it may score or copy that adapter but must leave the bank's weights and the
+    model's mode as it found them. With no more jobs than slots, job j trains and ends in slot j."""
     device = lm.device
     optimiser = StackedAdamW(bank, weight_decay=cfg.weight_decay)
     docs = [tokenize_documents(lm, job.documents, cfg) for job in jobs]
@@ -118,6 +118,7 @@ def train_adapters(
             if finished is not None:  # nothing to train on: the fresh (no-op) adapter is the result
                 finished(slot, j)
 
+    bank.model.train()
     for layer in bank.layers.values():
         layer.lora_A.requires_grad_(True)
         layer.lora_B.requires_grad_(True)
@@ -125,11 +126,12 @@ def train_adapters(
         for slot in range(bank.slots):
             take_next(slot)
         while running:
-            bank.model.train()  # again at every step: `finished` may have scored in eval mode
             slots = sorted(running)
-            step_docs = {s: steps[running[s]][len(stats.losses[running[s]])] for s in slots}
-            owners = [s for s in slots for _ in step_docs[s]]
-            batch = pack([docs[running[s]][d] for s in slots for d in step_docs[s]], device)
+            owned = [running[s] for s in slots]  # the job each active slot trains
+            taken = [len(stats.losses[j]) for j in owned]  # the steps each has taken
+            step_docs = [steps[j][n] for j, n in zip(owned, taken)]
+            owners = [s for s, ds in zip(slots, step_docs) for _ in ds]
+            batch = pack([docs[j][d] for j, ds in zip(owned, step_docs) for d in ds], device)
             with bank.route(owners, batch["lengths"]), packed_forward(lm.model, batch["lengths"]):
                 # squeeze, not [0]: select's backward would allocate and copy a second (tokens x vocab) tensor
                 logits = lm.model(
@@ -139,20 +141,16 @@ def train_adapters(
             # An adapter's loss is the mean over its documents of the step (HF's batch mean).
             owner_index = torch.tensor([slots.index(s) for s in owners], device=device)
             losses = torch.zeros(len(slots), device=device).index_add(0, owner_index, sequence_losses)
-            losses = losses / torch.tensor([len(step_docs[s]) for s in slots], device=device)
+            losses = losses / torch.tensor([len(ds) for ds in step_docs], device=device)
             optimiser.zero_grad(slots)
             with warnings.catch_warnings():
                 # The bank's gradients are strided views into one buffer on purpose (see AdapterBank.__init__).
                 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
                 losses.sum().backward()
-            lrs = [
-                learning_rate(cfg, jobs[running[s]].lr or cfg.lr, len(stats.losses[running[s]]), len(steps[running[s]]))
-                for s in slots
-            ]
+            lrs = [learning_rate(cfg, jobs[j].lr or cfg.lr, n, len(steps[j])) for j, n in zip(owned, taken)]
             optimiser.step(slots, lrs, cfg.max_grad_norm)
             stats.tokens += batch["input_ids"].shape[1]
-            for s, loss in zip(slots, losses.tolist()):
-                j = running[s]
+            for s, j, loss in zip(slots, owned, losses.tolist()):
                 stats.losses[j].append(loss)
                 if len(stats.losses[j]) == len(steps[j]):
                     del running[s]
