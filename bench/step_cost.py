@@ -1,0 +1,93 @@
+"""What one training step of the engine costs: a fixed part and a part per packed token.
+
+Trains K adapters (K = 1, 3, 8, 15 by default) for a few full steps on the same plans as
+bench/inner_loop.py (one document per adapter per step, the paper's knowledge settings),
+times each step (best of --repeats runs), and fits seconds per step = fixed + per_token x
+tokens by least squares. A large fixed part means full steps pay (more slots, refill); a
+large per-token part means training time follows the tokens trained whatever the steps
+carry. Prints a table and writes JSON.
+
+    python bench/step_cost.py
+    python bench/step_cost.py --ks 1,5,15,30 --targets all
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from inner_loop import ROOT, build_jobs
+
+
+def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares intercept and slope."""
+    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(sum((x - mx) ** 2 for x in xs), 1e-12)
+    return my - slope * mx, slope
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ks", default="1,3,8,15")
+    parser.add_argument("--steps", type=int, default=6, help="documents per adapter = full steps timed")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--targets", default="q_proj,v_proj", help="LoRA targets; 'all' = every projection")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "step_cost.json"))
+    args = parser.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from seal.adapters import AdapterBank
+    from seal.config import ALL_PROJECTIONS, AdaptConfig, LoraConfig
+    from seal.models import load_model
+    from seal.training import TrainJob, train_adapters
+
+    ks = [int(k) for k in args.ks.split(",")]
+    targets = ALL_PROJECTIONS if args.targets == "all" else args.targets.split(",")
+    lm = load_model("embedded", dtype="auto")
+    adapt = AdaptConfig(epochs=1, slots=max(ks), lora=LoraConfig(targets=targets))
+    bank = AdapterBank.attach(lm.model, adapt.lora, max(ks))
+    plans = build_jobs(lm, max(ks))
+    rows = []
+    for k in ks:
+        # every adapter keeps `steps` documents, so every step is a full step of k documents
+        jobs = [TrainJob(p.documents[: args.steps], p.seed) for p in plans[:k]]
+        train_adapters(lm, bank, jobs, adapt)  # warm-up
+        best = float("inf")
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            stats = train_adapters(lm, bank, jobs, adapt)
+            best = min(best, time.perf_counter() - start)
+        steps = max(len(losses) for losses in stats.losses)
+        rows.append({"k": k, "tokens_per_step": stats.tokens / steps, "seconds_per_step": best / steps})
+    fixed, per_token = fit_line([r["tokens_per_step"] for r in rows], [r["seconds_per_step"] for r in rows])
+    report = {
+        "device": str(lm.device),
+        "dtype": str(lm.dtype).replace("torch.", ""),
+        "threads": torch.get_num_threads(),
+        "lora_targets": targets,
+        "rows": rows,
+        "fit": {"fixed_seconds": fixed, "seconds_per_token": per_token},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+
+    table = Table(title=f"engine step cost ({report['device']}, {report['dtype']})")
+    for column in ("K", "tokens / step", "s / step", "tokens / s", "fit s / step"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        fitted = fixed + per_token * r["tokens_per_step"]
+        table.add_row(
+            str(r["k"]), f"{r['tokens_per_step']:.0f}", f"{r['seconds_per_step']:.3f}",
+            f"{r['tokens_per_step'] / r['seconds_per_step']:.0f}", f"{fitted:.3f}",
+        )  # fmt: skip
+    Console(width=120).print(table)
+    print(f"step = {fixed:.3f} s + {1000 * per_token:.2f} ms x packed tokens; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
