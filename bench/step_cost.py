@@ -18,15 +18,9 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from inner_loop import ROOT, build_jobs
-
-
-def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least-squares intercept and slope."""
-    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(sum((x - mx) ** 2 for x in xs), 1e-12)
-    return my - slope * mx, slope
 
 
 def main() -> None:
@@ -64,7 +58,7 @@ def main() -> None:
             best = min(best, time.perf_counter() - start)
         steps = max(len(losses) for losses in stats.losses)
         rows.append({"k": k, "tokens_per_step": stats.tokens / steps, "seconds_per_step": best / steps})
-    fixed, per_token = fit_line([r["tokens_per_step"] for r in rows], [r["seconds_per_step"] for r in rows])
+    per_token, fixed = np.polyfit([r["tokens_per_step"] for r in rows], [r["seconds_per_step"] for r in rows], 1).tolist()
     report = {
         "device": str(lm.device),
         "dtype": str(lm.dtype).replace("torch.", ""),
