@@ -35,3 +35,15 @@ def test_chat_template_required_when_asked(tiny_lm, tmp_path):
     tiny_lm.tokenizer.save_pretrained(tmp_path)
     with pytest.raises(ModelLoadError, match="no chat template"):
         load_model(str(tmp_path), chat_template=True)
+
+
+def test_output_layer_gets_a_contiguous_input(tiny_dir):
+    """generate() keeps only the last position's logits by slicing the hidden states; a sliced
+    view costs torch's CPU linear a copy of the head weight per row, so the loaded model's
+    head makes its input contiguous first."""
+    lm = load_model(str(tiny_dir), dtype="float32", device="cpu")
+    seen = []
+    lm.model.get_output_embeddings().register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    batch = lm.tokenizer(["The capital of France", "Paris"], return_tensors="pt", padding=True)
+    lm.model.generate(**batch, max_new_tokens=2, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
+    assert seen and all(seen)

@@ -159,7 +159,20 @@ def load_model(
     model.to(device)
     model.eval()
     model.requires_grad_(False)
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(_contiguous_input)
     return LoadedModel(model=model, tokenizer=_prepare(tokenizer), name=name, chat=_chat(tokenizer, name, chat_template))
+
+
+def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
+    """The output layer's input made contiguous. transformers hands it the last positions
+    as a slice of the hidden states (`logits_to_keep`: the prompt's last position at every
+    generation prefill, the completion in policy SFT); torch's linear on such a
+    non-contiguous (batch, n, hidden) view falls back to a batched matmul against a copy of
+    the weight per row: on this CPU 5.8 s for 64 rows x 576 x 49k in bf16, against 0.02 s
+    for the same product on a contiguous copy."""
+    return (args[0].contiguous(), *args[1:])
 
 
 def _prepare(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:

@@ -112,7 +112,12 @@ def continuation_logprobs(
     bank: AdapterBank | None = None,
     slots: list[int] | None = None,
 ) -> list[tuple[float, int]]:
-    """(sum of log-probabilities, number of tokens) of each continuation given its prompt."""
+    """(sum of log-probabilities, number of tokens) of each continuation given its prompt.
+
+    Rows are padded on the left (positions counted from each row's first real token), so
+    every continuation ends at the last position and the model's head runs only over the
+    last positions that predict one: tokens x vocabulary logits for the prompts, the bulk
+    of the sequence, are never made (the largest tensor of the pass, 150k wide for Qwen)."""
     tok = lm.tokenizer
     pairs = [
         (tok(p, add_special_tokens=False).input_ids, tok(c, add_special_tokens=False).input_ids)
@@ -121,18 +126,22 @@ def continuation_logprobs(
     results: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
     for batch in _batches(len(pairs), batch_size, [len(p) + len(c) for p, c in pairs]):
         longest = max(len(pairs[i][0]) + len(pairs[i][1]) for i in batch)
+        window = max(len(pairs[i][1]) for i in batch) + 1  # the last positions, whose logits are kept
         ids = torch.full((len(batch), longest), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(batch), longest), dtype=torch.long)
         for row, i in enumerate(batch):
             seq = pairs[i][0] + pairs[i][1]
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
+            ids[row, longest - len(seq) :] = torch.tensor(seq)
+            mask[row, longest - len(seq) :] = 1
         ids, mask = ids.to(lm.device), mask.to(lm.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with _routed(bank, None if slots is None else [slots[i] for i in batch]):
-            logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        token_lp = logprobs.gather(-1, ids[:, 1:, None])[..., 0]
+            logits = lm.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=window
+            ).logits
+        logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # position j predicts token j + 1
+        token_lp = logprobs.gather(-1, ids[:, longest - window + 1 :, None])[..., 0]
         for row, i in enumerate(batch):
-            start, n = len(pairs[i][0]), len(pairs[i][1])
-            results[i] = (token_lp[row, start - 1 : start - 1 + n].sum().item(), n)
+            n = len(pairs[i][1])
+            results[i] = (token_lp[row, window - 1 - n :].sum().item(), n)
     return results
