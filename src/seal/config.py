@@ -79,6 +79,11 @@ class AdaptConfig(Section):
     )
     keep_adapters: bool = Field(False, description="save each adapter in peft format under the run dir")
 
+    @property
+    def unit(self) -> int:
+        """Plans per unit of work of one bank (`refill`)."""
+        return self.slots * self.refill
+
 
 class AnswerConfig(Section):
     max_new_tokens: int = Field(64, ge=1, description="paper: greedy, 64 new tokens")

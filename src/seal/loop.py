@@ -84,6 +84,13 @@ def score_probes(
     return records
 
 
+def regroup(flat: list, sizes: list[int]) -> list[list]:
+    """`flat` cut back into consecutive groups of `sizes`: per-job results of one batched call
+    made over every job's items in order."""
+    items = iter(flat)
+    return [[next(items) for _ in range(n)] for n in sizes]
+
+
 def adapter_path(directory: Path, key: str) -> Path:
     return directory / key.replace("/", "__")
 
@@ -114,7 +121,7 @@ def work_batches(jobs: list[AdaptJob], adapt: AdaptConfig, skip: set[str] = froz
     job of the unit as soon as theirs is trained (one job at a time for the peft baseline)."""
     if adapt.engine == "peft":
         return [[j] for j in jobs if j.key not in skip]
-    return job_batches(jobs, adapt.slots * adapt.refill, skip)
+    return job_batches(jobs, adapt.unit, skip)
 
 
 def train_and_score(
@@ -176,9 +183,8 @@ def adapt_batch(
     def score(group: list[int]) -> None:
         probes = [p for j in group for p in batch[j].probes]
         slots = [slot for slot, j in enumerate(group) for _ in batch[j].probes]
-        scored = iter(score_probes(lm, probes, answer, bank=bank, slots=slots, judge=judge))
-        for j in group:
-            records[j] = [next(scored) for _ in batch[j].probes]
+        scored = score_probes(lm, probes, answer, bank=bank, slots=slots, judge=judge)
+        records.update(zip(group, regroup(scored, [len(batch[j].probes) for j in group])))
 
     def save(slot: int, j: int) -> None:
         bank.save(slot, adapter_path(adapter_dir, batch[j].key), base_model=lm.name)

@@ -31,7 +31,7 @@ from seal.domains.arc.grids import Task, load_tasks
 from seal.domains.arc.selfedit import ArcPlan, parse_self_edit, plan_json, self_edit_prompt
 from seal.domains.knowledge import DataError
 from seal.experiments.knowledge_steps import mean, progress_bar, sample_self_edits, stable_seed
-from seal.loop import job_batches, train_and_score
+from seal.loop import job_batches, regroup, train_and_score
 from seal.models import LoadedModel, ModelOnDemand
 from seal.policy import PolicyOnDemand, run_rounds, select
 from seal.sampling import generate
@@ -76,12 +76,10 @@ def predict(lm: LoadedModel, cfg: ArcRunConfig, tasks: list[Task], seeds: list[i
     rows = None if slots is None else [s for s, views in zip(slots, all_views) for _ in views]
     budget = max(_output_budget(lm, cfg, task) for task in tasks)
     outputs = generate(lm, prompts, max_new_tokens=budget, batch_size=t_cfg.batch_size, bank=bank, slots=rows)
-    results, offset = [], 0
-    for task, views in zip(tasks, all_views):
-        texts = outputs[offset : offset + len(views)]
-        offset += len(views)
-        results.append(ttt.attempts_from_outputs(task, views, texts, t_cfg.style, t_cfg.attempts))
-    return results
+    return [
+        ttt.attempts_from_outputs(task, views, texts, t_cfg.style, t_cfg.attempts)
+        for task, views, texts in zip(tasks, all_views, regroup(outputs, [len(v) for v in all_views]))
+    ]
 
 
 def _output_budget(lm: LoadedModel, cfg: ArcRunConfig, task: Task) -> int:
@@ -171,8 +169,7 @@ class ArcSteps:
         )  # fmt: skip
         # a self-edit chooses its epochs: group plans by the optimiser steps they take
         valid = [j for j in jobs if j.plan.valid]
-        unit = self.cfg.adapt.slots * self.cfg.adapt.refill
-        batches = job_batches(valid, unit, done, steps=lambda j: len(j.documents) * j.plan.epochs)
+        batches = job_batches(valid, self.cfg.adapt.unit, done, steps=lambda j: len(j.documents) * j.plan.epochs)
         with progress_bar(self.console) as progress:
             task = progress.add_task(label, total=sum(len(b) for b in batches))
             for batch, records in self.executor.map(adapt_work, batches, self.cfg):

@@ -31,7 +31,7 @@ from seal.config import AdaptConfig, AnswerConfig, SamplingConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage
 from seal.grading import LLMJudge
-from seal.loop import AdaptJob, Probe, adapt_batch, score_probes, work_batches
+from seal.loop import AdaptJob, Probe, adapt_batch, regroup, score_probes, work_batches
 from seal.models import LoadedModel
 from seal.sampling import generate
 from seal.store import RunStore
@@ -178,12 +178,7 @@ class KnowledgeSteps:
 def answer_work(lm: LoadedModel, item: list[tuple[str, list[Probe]]], answer: AnswerConfig, judge: LLMJudge | None):
     """Per passage of the chunk, the records of its probes (unadapted model)."""
     probes = [p for _, group in item for p in group]
-    records = score_probes(lm, probes, answer, judge=judge)
-    out, offset = [], 0
-    for _, group in item:
-        out.append(records[offset : offset + len(group)])
-        offset += len(group)
-    return out
+    return regroup(score_probes(lm, probes, answer, judge=judge), [len(group) for _, group in item])
 
 
 def sample_work(lm: LoadedModel, item: tuple[int, list[tuple[str, str]]], sampling: SamplingConfig, seed: int, prefix: str):
