@@ -48,6 +48,21 @@ def _quiet_peft():
         yield
 
 
+@contextmanager
+def _activation_checkpointing(model, enabled: bool):
+    """Each layer's activations recomputed in the backward pass instead of held, while the policy
+    trains; switched off after, as the inner loop's packed batches cannot be replayed outside
+    their own forward pass."""
+    if not enabled:
+        yield
+        return
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        yield
+    finally:
+        model.activation_checkpointing_disable()
+
+
 def _detach_bank(lm: LoadedModel) -> None:
     bank = getattr(lm.model, "_seal_bank", None)
     if bank is not None:
@@ -74,6 +89,31 @@ def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device: torch
     return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
 
 
+def _accumulate_gradients(model, rows: list[tuple[list[int], list[int]]], micro_batch_size: int, pad_id: int, device) -> float:
+    """Forward and backward of one optimiser step's rows, micro-batch by micro-batch; returns the step's
+    loss (summed over completion tokens, divided by the step's token count, so micro-batching does not
+    change the step)."""
+    # Micro-batches of similar length: the same sum over the step's rows, with less padding computed.
+    rows = sorted(rows, key=lambda row: len(row[0]))
+    n_tokens = sum(sum(label != -100 for label in labels) for _, labels in rows)
+    step_loss = 0.0
+    for m in range(0, len(rows), micro_batch_size):
+        batch = _collate(rows[m : m + micro_batch_size], pad_id, device)
+        # Logits only where a completion token is predicted: the prompts (most of each sequence)
+        # never reach the vocabulary-sized output layer.
+        labels = batch["labels"][:, 1:]
+        keep = labels.shape[1] - int((labels != -100).any(0).int().argmax())
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, logits_to_keep=keep + 1
+        ).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), labels[:, -keep:].flatten(), reduction="sum"
+        ) / max(n_tokens, 1)
+        loss.backward()
+        step_loss += loss.item()
+    return step_loss
+
+
 def sft(lm: LoadedModel, examples: list[SFTExample], cfg: PolicyConfig, seed: int):
     """Train a fresh LoRA on `examples` (loss on completions, mean over their tokens per optimiser step).
     Returns the peft-wrapped model (not yet merged) and the loss of every optimiser step."""
@@ -96,34 +136,18 @@ def sft(lm: LoadedModel, examples: list[SFTExample], cfg: PolicyConfig, seed: in
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
     losses: list[float] = []
     model.train()
-    for _ in range(cfg.epochs):
-        order = list(range(len(encoded)))
-        rng.shuffle(order)
-        for start in range(0, len(order), cfg.batch_size):
-            step_rows = [encoded[i] for i in order[start : start + cfg.batch_size]]
-            n_tokens = sum(sum(label != -100 for label in labels) for _, labels in step_rows)
-            step_loss = 0.0
-            for m in range(0, len(step_rows), cfg.micro_batch_size):
-                batch = _collate(step_rows[m : m + cfg.micro_batch_size], pad_id, lm.device)
-                # Logits only where a completion token is predicted: the prompts (most of each sequence)
-                # never reach the vocabulary-sized output layer.
-                labels = batch["labels"][:, 1:]
-                keep = labels.shape[1] - int((labels != -100).any(0).int().argmax())
-                logits = model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, logits_to_keep=keep + 1
-                ).logits[:, :-1]
-                # Summed over tokens, divided by the step's token count: micro-batching does not change the step.
-                loss = torch.nn.functional.cross_entropy(
-                    logits.flatten(0, 1).float(), labels[:, -keep:].flatten(), reduction="sum"
-                ) / max(n_tokens, 1)
-                loss.backward()
-                step_loss += loss.item()
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimiser.step()
-            schedule.step()
-            optimiser.zero_grad()
-            losses.append(step_loss)
+    with _activation_checkpointing(lm.model, cfg.activation_checkpointing):
+        for _ in range(cfg.epochs):
+            order = list(range(len(encoded)))
+            rng.shuffle(order)
+            for start in range(0, len(order), cfg.batch_size):
+                rows = [encoded[i] for i in order[start : start + cfg.batch_size]]
+                losses.append(_accumulate_gradients(model, rows, cfg.micro_batch_size, pad_id, lm.device))
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimiser.step()
+                schedule.step()
+                optimiser.zero_grad()
     model.eval()
     return model, losses
 
