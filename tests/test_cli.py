@@ -114,6 +114,19 @@ def test_changed_config_on_existing_run_is_refused(tiny_dir, passages_file, tmp_
     assert again.exit_code == 2 and "different config" in again.output
 
 
+def test_a_run_saved_before_a_config_field_existed_resumes_and_a_changed_value_is_still_refused(tmp_path):
+    from seal.store import CONFIG_FILE, RunConfigMismatch, RunStore
+
+    config = KnowledgeEvalConfig()
+    RunStore(tmp_path, config).close()
+    saved = yaml.safe_load((tmp_path / CONFIG_FILE).read_text())
+    del saved["adapt"]["refill"]  # as written by a version without the field
+    (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump(saved))
+    RunStore(tmp_path, config).close()
+    with pytest.raises(RunConfigMismatch, match="adapt"):
+        RunStore(tmp_path, config.model_copy(update={"adapt": config.adapt.model_copy(update={"refill": 2})}))
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from seal.config import dump_config
 
@@ -50,6 +50,12 @@ class RunStore:
         resolved = config.model_dump(mode="json")
         if config_path.exists():
             previous = yaml.safe_load(config_path.read_text())
+            try:
+                # A field added to the config since the run began reads as its default, so a run
+                # resumes across such an upgrade (a new field's default keeps the old behaviour).
+                previous = type(config).model_validate(previous).model_dump(mode="json")
+            except ValidationError:
+                pass  # compared as saved: the message below names what differs
             if previous != resolved:
                 changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
                 raise RunConfigMismatch(
