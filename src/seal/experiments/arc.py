@@ -115,8 +115,7 @@ def adapt_work(lm: LoadedModel, batch: list[ArcJob], cfg: ArcRunConfig) -> list[
 
     def score(group: list[int]) -> None:
         tasks, group_seeds = [batch[j].task for j in group], [seeds[j] for j in group]
-        for j, tries in zip(group, predict(lm, cfg, tasks, group_seeds, bank=bank, slots=list(range(len(group))))):
-            attempts[j] = tries
+        attempts.update(zip(group, predict(lm, cfg, tasks, group_seeds, bank=bank, slots=list(range(len(group))))))
 
     stats = train_and_score(lm, bank, train_jobs, cfg.adapt, score)
     share = (time.perf_counter() - began) / len(batch)
