@@ -76,28 +76,12 @@ def stratified(jobs: list, sizes: list[int], n: int) -> list:
     return [jobs[order[round(i * (len(jobs) - 1) / max(n - 1, 1))]] for i in range(n)]
 
 
-def run_one(mode: str, k: int, refill: int, args: argparse.Namespace, targets: list[str]) -> dict:
-    """One configuration, in this process."""
+def adapt_timed(lm, batch: list, adapt, answer) -> dict:
+    """`loop.adapt_batch` (the real code path), with its scoring timed and its packed training
+    tokens counted on the way, for the FLOP accounting of the training phase (training time =
+    total - scoring). A module-level function: worker processes run it too."""
     from seal import loop
-    from seal.config import AdaptConfig, AnswerConfig, LoraConfig
-    from seal.models import load_model
-    from seal.training import tokenize_documents
 
-    baseline = mode == "baseline"
-    lm = load_model("embedded", dtype="float32" if baseline else "auto")
-    adapt = AdaptConfig(
-        epochs=args.epochs, slots=k, refill=refill, engine="peft" if baseline else "batched", lora=LoraConfig(targets=targets)
-    )
-    answer = AnswerConfig()
-    jobs = build_jobs(lm, args.plans)
-    size = {j.key: args.epochs * sum(len(ids) for ids, _ in tokenize_documents(lm, j.documents, adapt)) for j in jobs}
-    if k < args.sample_below:  # one self-edit at a time: a stratified sample of the same plans
-        jobs = stratified(jobs, [size[j.key] for j in jobs], args.sample)
-    train_tokens = sum(size[j.key] for j in jobs)
-    matmul_params = sum(p.numel() for p in lm.model.parameters())  # every weight is used in a matmul (tied lm_head)
-
-    # The real code path; scoring is timed (and the packed tokens counted) on the way, for the
-    # FLOP accounting of the training phase (training time = total - scoring).
     spent = {"scoring": 0.0, "tokens": 0}
     score_probes, train_adapters = loop.score_probes, loop.train_adapters
 
@@ -113,26 +97,73 @@ def run_one(mode: str, k: int, refill: int, args: argparse.Namespace, targets: l
         return stats
 
     loop.score_probes, loop.train_adapters = timed_score, counted_train
+    try:
+        loop.adapt_batch(lm, batch, adapt, answer)
+    finally:
+        loop.score_probes, loop.train_adapters = score_probes, train_adapters
+    return spent
+
+
+def worker_facts(lm, _item) -> dict:
+    """What the process holding the model measured: its peak memory, the model's size and dtype."""
+    return {
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "matmul_params": sum(p.numel() for p in lm.model.parameters()),  # every weight is used in a matmul (tied lm_head)
+        "dtype": str(lm.dtype).replace("torch.", ""),
+    }
+
+
+def run_one(mode: str, k: int, refill: int, workers: int, args: argparse.Namespace, targets: list[str]) -> dict:
+    """One configuration, in this process (workers = 1) or on worker processes that split this
+    machine's threads (`executor.kind: processes`)."""
+    from seal import loop
+    from seal.cluster import make_executor
+    from seal.config import AdaptConfig, AnswerConfig, ExecutorConfig, LoraConfig, ModelConfig
+    from seal.models import ModelOnDemand
+    from seal.training import tokenize_documents
+
+    baseline = mode == "baseline"
+    model = ModelOnDemand(ModelConfig(name="embedded", dtype="float32" if baseline else "auto"))
+    threads = max(1, torch.get_num_threads() // workers)
+    executor = make_executor(ExecutorConfig(kind="processes" if workers > 1 else "local", workers=workers, cpus_per_worker=threads), model)
+    lm = executor.tokenizer_view()
+    adapt = AdaptConfig(
+        epochs=args.epochs, slots=k, refill=refill, engine="peft" if baseline else "batched", lora=LoraConfig(targets=targets)
+    )
+    answer = AnswerConfig()
+    jobs = build_jobs(lm, args.plans)
+    size = {j.key: args.epochs * sum(len(ids) for ids, _ in tokenize_documents(lm, j.documents, adapt)) for j in jobs}
+    if k < args.sample_below:  # one self-edit at a time: a stratified sample of the same plans
+        jobs = stratified(jobs, [size[j.key] for j in jobs], args.sample)
+    train_tokens = sum(size[j.key] for j in jobs)
+
+    executor.start()  # models loaded before the clock starts, as for every row
     began = time.perf_counter()
-    for _ in loop.adapt_and_score(lm, jobs, adapt, answer):
-        pass
+    spent = [s for _, s in executor.map(adapt_timed, loop.work_batches(jobs, adapt), adapt, answer)]
     total = time.perf_counter() - began
-    train_s, tokens = total - spent["scoring"], spent["tokens"]
+    facts = [f for _, f in executor.map(worker_facts, list(range(workers)))]  # one item per worker: all idle, each takes one
+    executor.close()
+    scoring, tokens = sum(s["scoring"] for s in spent), sum(s["tokens"] for s in spent)
+    train_s = total - scoring / workers  # workers score side by side
+    peak = sum(f["peak_rss_gib"] for f in facts) + (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20 if workers > 1 else 0)
     result = {
         "mode": mode,
         "k": 1 if baseline else k,
         "refill": None if baseline else refill,
+        "workers": workers,
+        "threads_per_worker": threads,
         "self_edits": len(jobs),
-        "dtype": str(lm.dtype).replace("torch.", ""),
+        "dtype": facts[0]["dtype"],
         "seconds": total,
         "seconds_per_self_edit": total / len(jobs),
         "self_edits_per_minute": 60 * len(jobs) / total,
         "train_tokens_per_self_edit": train_tokens / len(jobs),
         "seconds_per_1k_train_tokens": 1000 * total / train_tokens,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gib": peak,
     }
     if tokens:
-        result |= {"train_seconds": train_s, "train_tokens": tokens, "train_gflops": 4 * matmul_params * tokens / train_s / 1e9}
+        gflops = 4 * facts[0]["matmul_params"] * tokens / train_s / 1e9
+        result |= {"train_seconds": train_s, "train_tokens": tokens, "train_gflops": gflops}
     return result
 
 
@@ -140,6 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ks", default="1,5,15")
     parser.add_argument("--refills", default="1", help="engine units of K x refill plans, e.g. 1,4 (1: K at a time)")
+    parser.add_argument("--workers", default="1,2", help="engine worker processes, splitting this machine's threads, e.g. 1,2")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--plans", type=int, default=30, help="self-edits evaluated (cut into batches of K as a round cuts them)")
     parser.add_argument("--sample", type=int, default=6, help="configurations below --sample-below K evaluate this stratified sample")
@@ -152,8 +184,8 @@ def main() -> None:
 
     targets = ALL_PROJECTIONS if args.targets == "all" else args.targets.split(",")
     if args.one:
-        mode, k, refill = args.one.split(":")
-        print(json.dumps(run_one(mode, int(k), int(refill), args, targets)))
+        mode, k, refill, workers = args.one.split(":")
+        print(json.dumps(run_one(mode, int(k), int(refill), int(workers), args, targets)))
         return
 
     from rich.console import Console
@@ -165,8 +197,11 @@ def main() -> None:
     if fast_bf16_available():
         peaks["bfloat16"] = matmul_peak(torch.bfloat16)
     ks, refills = [int(k) for k in args.ks.split(",")], [int(r) for r in args.refills.split(",")]
+    workers = [int(w) for w in args.workers.split(",")]
     # refill makes no difference at K=1 (one plan at a time either way)
-    configs = ["baseline:1:1"] + [f"engine:{k}:{r}" for k in ks for r in (refills if k > 1 else refills[:1])]
+    configs = ["baseline:1:1:1"] + [
+        f"engine:{k}:{r}:{w}" for w in workers for k in ks for r in (refills if k > 1 else refills[:1]) if k > 1 or w == 1
+    ]
     rows = []
     for config in configs:
         command = [sys.executable, __file__, "--one", config, "--epochs", str(args.epochs), "--plans", str(args.plans),
@@ -198,7 +233,8 @@ def main() -> None:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
-            f"{row['mode']} K={row['k']}" + (f" refill {row['refill']}" if row["mode"] == "engine" and row["k"] > 1 else ""),
+            f"{row['mode']} K={row['k']}" + (f" refill {row['refill']}" if row["mode"] == "engine" and row["k"] > 1 else "")
+            + (f" x{row['workers']} workers" if row["workers"] > 1 else ""),
             row["dtype"], str(row["self_edits"]), f"{row['train_tokens_per_self_edit']:.0f}",
             f"{row['seconds_per_self_edit']:.1f}", f"{row['self_edits_per_minute']:.2f}", f"{row['speedup']:.2f}x",
             f"{row['speedup_per_token']:.2f}x",

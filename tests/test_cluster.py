@@ -1,5 +1,6 @@
-"""Runs on a real local Ray cluster (a head and a second node on loopback, one CPU each):
-the same records as in-process, and a run that survives an actor killed mid-round."""
+"""Runs on a real local Ray cluster (a head and a second node on loopback, one CPU each) and on
+worker processes: the same records as in-process, and a run that survives a worker killed
+mid-round."""
 
 import json
 import math
@@ -10,10 +11,11 @@ import torch
 from ray.cluster_utils import Cluster
 
 from seal import cluster as seal_cluster
-from seal.config import ArcEvalConfig, KnowledgeTrainConfig, load_config
+from seal.config import ArcEvalConfig, ExecutorConfig, KnowledgeTrainConfig, ModelConfig, load_config
 from seal.experiments.arc import ArcEval
 from seal.experiments.knowledge_train import KnowledgeTrain
 from seal.loop import adapt_batch
+from seal.models import ModelLoadError, ModelOnDemand
 
 
 @pytest.fixture(scope="module")
@@ -81,26 +83,55 @@ def test_a_rest_em_round_on_ray_records_what_the_local_executor_records(ray_clus
     assert (tmp_path / "ray" / "policy" / "round-1" / "adapter_model.safetensors").exists()
 
 
+def lose_a_worker_mid_round(monkeypatch, executor_class, kill) -> list[int]:
+    """Make the executor's map kill a worker with an adapt-and-score batch in flight, once."""
+    real_map, killed = executor_class.map, []
+
+    def map_that_loses_a_worker(self, fn, items, *args):
+        for out in real_map(self, fn, items, *args):
+            if fn is adapt_batch and not killed and self.pending:
+                victim = next(iter(self.pending.values()))[0]  # a worker with work in flight
+                kill(self.workers[victim])
+                killed.append(victim)
+            yield out
+
+    monkeypatch.setattr(executor_class, "map", map_that_loses_a_worker)
+    return killed
+
+
 def test_an_actor_killed_mid_round_is_replaced_and_the_run_ends_with_the_same_records(
     ray_cluster, one_thread, tiny_dir, knowledge_files, tmp_path, monkeypatch
 ):
     reference = KnowledgeTrain(knowledge_cfg(tiny_dir, knowledge_files, "local"), tmp_path / "local")
     reference.run()
-    real_map, killed = seal_cluster.RayExecutor.map, []
-
-    def map_that_loses_an_actor(self, fn, items, *args):
-        for n, out in enumerate(real_map(self, fn, items, *args)):
-            if fn is adapt_batch and not killed and self.pending:
-                victim = next(iter(self.pending.values()))[0]  # an actor with work in flight
-                ray.kill(self.actors[victim], no_restart=True)
-                killed.append(victim)
-            yield out
-
-    monkeypatch.setattr(seal_cluster.RayExecutor, "map", map_that_loses_an_actor)
+    killed = lose_a_worker_mid_round(monkeypatch, seal_cluster.RayExecutor, lambda actor: ray.kill(actor, no_restart=True))
     run = KnowledgeTrain(knowledge_cfg(tiny_dir, knowledge_files, "ray"), tmp_path / "ray")
     run.run()
     assert killed and run.executor.replaced == 1
     assert close(records(reference), records(run))
+
+
+def test_a_round_on_worker_processes_one_killed_mid_round_records_what_the_local_executor_records(
+    one_thread, tiny_dir, knowledge_files, tmp_path, monkeypatch
+):
+    local = KnowledgeTrain(knowledge_cfg(tiny_dir, knowledge_files, "local"), tmp_path / "local")
+    local_results = local.run()
+    killed = lose_a_worker_mid_round(monkeypatch, seal_cluster.ProcessExecutor, lambda worker: worker.process.kill())
+    run = KnowledgeTrain(knowledge_cfg(tiny_dir, knowledge_files, "processes"), tmp_path / "processes")
+    assert isinstance(run.executor, seal_cluster.ProcessExecutor)
+    results = run.run()
+    assert killed and run.executor.replaced == 1
+    assert close(records(local), records(run))
+    assert close(local_results, results)
+    assert not run.executor.workers  # closed: no worker process outlives the run
+
+
+def test_a_worker_process_that_cannot_load_the_model_raises_the_loading_error(tmp_path):
+    cfg = ExecutorConfig(kind="processes", workers=1)
+    executor = seal_cluster.make_executor(cfg, ModelOnDemand(ModelConfig(name=str(tmp_path / "no-such-model"))))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        list(executor.map(adapt_batch, [[]]))
+    executor.close()
 
 
 def test_an_arc_evaluation_runs_through_ray(ray_cluster, one_thread, tiny_dir, tmp_path):

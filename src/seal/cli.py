@@ -36,7 +36,7 @@ USER_ERRORS = (DataError, ModelLoadError, RunConfigMismatch, ValueError, FileNot
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override any field: key.sub=value")]
 ModelOpt = Annotated[Optional[str], typer.Option(help="'embedded', a hub id or a local directory")]
-ExecutorOpt = Annotated[Optional[str], typer.Option("--executor", help="local (in-process) | ray (a pool of actors)")]
+ExecutorOpt = Annotated[Optional[str], typer.Option("--executor", help="local (in-process) | processes (worker processes here) | ray (a pool of actors)")]
 RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address (auto, HOST:6379)")]
 OutOpt = Annotated[Path, typer.Option(help="run directory; re-running resumes it")]
 PassagesFileOpt = Annotated[Optional[str], typer.Option(help="passages file (SEAL format)")]

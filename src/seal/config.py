@@ -92,12 +92,15 @@ class AnswerConfig(Section):
 
 
 class ExecutorConfig(Section):
-    """Where model work runs: in this process, or on a pool of Ray actors (see seal.cluster)."""
+    """Where model work runs: in this process, in worker processes on this machine, or on a pool
+    of Ray actors (see seal.cluster)."""
 
-    kind: Literal["local", "ray"] = Field("local", description="local: in-process; ray: a pool of actors")
+    kind: Literal["local", "processes", "ray"] = Field(
+        "local", description="local: in-process; processes: worker processes here; ray: a pool of actors"
+    )
     address: str | None = Field(None, description="Ray address ('auto', 'HOST:6379'); None = start Ray here")
-    workers: int = Field(2, ge=1, description="actors, each holding the model once")
-    cpus_per_worker: float = Field(1.0, gt=0)
+    workers: int = Field(2, ge=1, description="workers, each holding the model once")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker; its torch threads (at least 1)")
     gpus_per_worker: float = Field(0.0, ge=0, description="1 per actor on a multi-GPU machine")
     max_replacements: int = Field(8, ge=0, description="dead actors replaced per run before giving up")
 
