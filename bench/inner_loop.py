@@ -9,7 +9,9 @@ v_proj, 10 epochs, lr 1e-3, one document per step, greedy 64-token answers):
 - engine: K adapters trained together in packed batches, bf16 where the hardware has it,
   K adapted models answered in one batched pass (`adapt.engine: batched`, slots=K); with
   refill R a slot whose plan is trained takes the next of a unit of K x R plans at once
-  (refill 1: K plans at a time, each group as long as its longest plan).
+  (refill 1: K plans at a time, each group as long as its longest plan); with W workers
+  (`executor.kind: processes`) the units are shared among W processes that split this
+  machine's threads, each holding the model once.
 
 The engine evaluates `--plans` self-edits cut into units as a ReST-EM round cuts them
 (plans of similar length together: a round is hundreds of self-edits, not K). Configurations
@@ -17,10 +19,11 @@ that take one self-edit at a time (the baseline, K=1) evaluate a stratified samp
 same plans (evenly spaced by training tokens), so every row's plans cost about the same; the
 table gives each row's training tokens per self-edit and the speed-up per training token too.
 
-Each configuration runs in its own process, so its peak memory is its own. Prints a table
-and writes JSON.
+Each configuration runs in its own process, so its peak memory is its own (with workers: the
+driver's plus every worker's). Prints a table and writes JSON.
 
-    python bench/inner_loop.py                      # K = 1, 5, 15 over 30 plans; baseline and K=1 on 6 of them
+    python bench/inner_loop.py                      # K = 1, 5, 15 over 30 plans, in-process and on 2 workers; baseline and K=1 on 6 of them
+    python bench/inner_loop.py --ks 15 --workers 2 --plans 60  # a longer queue: less idle time at its end
     python bench/inner_loop.py --refills 1,4        # and each K > 1 with slots refilled from units of 4K plans
     python bench/inner_loop.py --ks 5 --refills 4 --plans 10 --sample 2 --epochs 2  # quicker
     python bench/inner_loop.py --targets all        # LoRA on every projection (our default for eval runs)

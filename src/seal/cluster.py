@@ -270,8 +270,9 @@ def _portable(err: Exception) -> Exception:
 
 class ProcessExecutor(PoolExecutor):
     """Worker processes on this machine, `cpus_per_worker` threads each. On a CPU, where the many
-    small operators of a step leave a second thread of one process half idle, two one-thread
-    workers do about 1.4x the training work of one two-thread process (measured on 2 cores)."""
+    small operators of a training step leave a second thread of one process half idle, two
+    one-thread workers evaluate self-edits 1.4-1.5x as fast as one two-thread process
+    (bench/inner_loop.py on 2 cores)."""
 
     def _start(self) -> _Process:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
