@@ -134,14 +134,18 @@ def test_a_worker_process_that_cannot_load_the_model_raises_the_loading_error(tm
     executor.close()
 
 
-def test_an_arc_evaluation_runs_through_ray(ray_cluster, one_thread, tiny_dir, tmp_path):
-    def cfg(executor):
-        sets = [f"model.name={tiny_dir}", "data.ids=[59341089, 66e6c45b]", "k=1", "model.dtype=float32",
-                "adapt.lora.rank=4", "ttt.max_examples=4", "ttt.views=2", "sampling.max_new_tokens=24",
-                "ttt.max_output_tokens=24", "oracle.epochs=1", "ttt.max_tokens=500", f"executor.kind={executor}"]  # fmt: skip
-        return load_config(ArcEvalConfig, None, sets)
+def arc_cfg(tiny_dir, executor: str) -> ArcEvalConfig:
+    sets = [f"model.name={tiny_dir}", "data.ids=[59341089, 66e6c45b]", "k=1", "model.dtype=float32",
+            "adapt.lora.rank=4", "ttt.max_examples=4", "ttt.views=2", "sampling.max_new_tokens=24",
+            "ttt.max_output_tokens=24", "oracle.epochs=1", "ttt.max_tokens=500", f"executor.kind={executor}"]  # fmt: skip
+    return load_config(ArcEvalConfig, None, sets)
 
-    local = ArcEval(cfg("local"), tmp_path / "local").run()
-    remote = ArcEval(cfg("ray"), tmp_path / "ray").run()
+
+@pytest.mark.parametrize("executor", ["ray", "processes"])
+def test_an_arc_evaluation_runs_on_a_pool(executor, request, one_thread, tiny_dir, tmp_path):
+    if executor == "ray":
+        request.getfixturevalue("ray_cluster")
+    local = ArcEval(arc_cfg(tiny_dir, "local"), tmp_path / "local").run()
+    remote = ArcEval(arc_cfg(tiny_dir, executor), tmp_path / executor).run()
     assert remote["conditions"]["oracle"]["pairs"] == 2
     assert close(local["conditions"], remote["conditions"])
