@@ -4,6 +4,7 @@ mid-round."""
 
 import json
 import math
+import operator
 
 import pytest
 import ray
@@ -132,6 +133,18 @@ def test_a_worker_process_that_cannot_load_the_model_raises_the_loading_error(tm
     with pytest.raises(ModelLoadError, match="does not exist"):
         list(executor.map(adapt_batch, [[]]))
     executor.close()
+
+
+def test_an_error_in_a_worker_process_is_raised_in_the_driver_and_the_worker_serves_on(tiny_dir):
+    executor = seal_cluster.make_executor(ExecutorConfig(kind="processes", workers=1), ModelOnDemand(ModelConfig(name=str(tiny_dir))))
+    try:
+        with pytest.raises(TypeError, match="not subscriptable") as raised:
+            list(executor.map(operator.getitem, [0]))  # fn(lm, 0): lm[0]
+        assert "in a worker process" in "".join(raised.value.__notes__)
+        assert list(executor.map(getattr, ["name"])) == [("name", str(tiny_dir))]
+        assert executor.replaced == 0
+    finally:
+        executor.close()
 
 
 def arc_cfg(tiny_dir, executor: str) -> ArcEvalConfig:
