@@ -218,6 +218,23 @@ def test_readme_run_command_parses_and_runs(tiny_dir, tmp_path, monkeypatch):
     assert (tmp_path / "demo" / "results.json").exists()
 
 
+def test_readme_refit_command_reproduces_the_shipped_verdict_weights(shared_data, tmp_path, monkeypatch):
+    from seal.grading.verdict import WEIGHTS_FILE
+
+    text = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if "--fit " in b)
+    assignment, command = block.replace("\\\n", " ").strip().splitlines()
+    name, value = assignment.split("=", 1)
+    args = shlex.split(command.replace("$" + name, value).replace("../shared/data", str(shared_data)))
+    assert args[:2] == ["seal", "grade-check"]
+    args[args.index("--fit") + 1] = str(tmp_path / "weights.json")
+    monkeypatch.chdir(ROOT)
+    result = runner.invoke(app, args[1:])
+    assert result.exit_code == 0, result.output
+    refit, shipped = json.loads((tmp_path / "weights.json").read_text()), json.loads(WEIGHTS_FILE.read_text())
+    assert refit["weights"] == pytest.approx(shipped["weights"], abs=1e-6)
+
+
 def test_kept_adapters_load_with_peft_and_reproduce_the_adapted_answers(tiny_dir, passages_file, tmp_path):
     from peft import PeftModel
 

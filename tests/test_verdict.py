@@ -1,7 +1,8 @@
 import pytest
 
 from seal.grading import verdict
-from seal.grading.check import agreement, load_judged, split
+from seal.domains.knowledge import DataError, load_passages
+from seal.grading.check import Judged, agreement, calibration_rows, load_judged, split
 from seal.grading.verdict import VerdictModel, canonical_tokens, fit, main_answer
 
 
@@ -48,18 +49,66 @@ def test_verdict_is_deterministic_and_bounded():
     assert verdict(*args) == verdict(*args) == 1.0
 
 
-def test_shipped_weights_are_the_fit_on_the_train_split_and_beat_containment_on_held_out(shared_data):
-    rows = load_judged(shared_data / "reference-results" / "eval" / "base.json")
-    assert len(rows) == 1948
-    train, held_out = split(rows)
-    refit, shipped = fit(train), VerdictModel.load()
+RELEASE_JUDGED = ["eval/naive.json", "train/rank_iter0.json", "cpt/cpt_base.json", "cpt/cpt_naive.json", "cpt/cpt_gpt4_1.json", "cpt/cpt_iter2.json"]
+
+
+def release_calibration(shared_data):
+    """base.json split by passage, and every other judged file of the SEAL release (README: the refit command)."""
+    results = shared_data / "reference-results"
+    evaluated = load_passages(shared_data / "squad" / "synthetic" / "eval" / "base_val.json")
+    train, held_out = split(load_judged(results / "eval" / "base.json"))
+    more = [row for name in RELEASE_JUDGED for row in load_judged(results / name, evaluated)]
+    return train, held_out, more
+
+
+def test_shipped_weights_are_the_fit_on_the_calibration_rows_and_beat_containment_on_held_out(shared_data):
+    train, held_out, more = release_calibration(shared_data)
+    assert len(train) + len(held_out) == 1948
+    rows = calibration_rows(train, held_out, more)
+    refit, shipped = fit(rows), VerdictModel.load()
     assert refit.weights == pytest.approx(shipped.weights, abs=1e-6)
     model, _ = agreement(held_out, lambda q, g, a: shipped.probability(q, g, a) >= shipped.threshold)
     contains, _ = agreement(held_out, lambda q, g, a: g.lower() in a.lower())
     always_no, _ = agreement(held_out, lambda q, g, a: False)
+    base_only = fit(train)
+    trained_on_base, _ = agreement(held_out, lambda q, g, a: base_only.probability(q, g, a) >= base_only.threshold)
     assert always_no.accuracy == pytest.approx(0.634, abs=0.01)
-    assert model.accuracy >= 0.88 and model.accuracy > contains.accuracy
-    assert model.kappa > 0.7
+    assert model.accuracy >= 0.89 and model.accuracy > contains.accuracy and model.accuracy > trained_on_base.accuracy
+    assert model.kappa > 0.75
+
+
+def test_calibration_rows_never_touch_the_held_out_part(shared_data):
+    train, held_out, more = release_calibration(shared_data)
+    rows = calibration_rows(train, held_out, more)
+    assert len(rows) > 5 * len(train)
+    assert not {r.group for r in rows} & {r.group for r in held_out}
+    assert not {r.question for r in rows} & {r.question for r in held_out}
+    assert len({(r.question, r.gold, r.answer.strip()) for r in rows}) == len(rows)
+
+
+def test_repeated_answers_take_the_majority_verdict():
+    def row(answer, verdict, group="p", question="Who won?"):
+        return Judged(question, "Denver Broncos", answer, verdict, group)
+
+    held_out = [row("x", True, group="held", question="Where?")]
+    more = [row("Denver", False), row("Denver ", True), row("Denver", True), row("the Broncos", False),
+            row("y", True, group="held"), row("z", True, question="Where?")]  # fmt: skip
+    rows = calibration_rows([row("Broncos", True)], held_out, more)
+    assert {(r.answer.strip(), r.verdict) for r in rows} == {("Broncos", True), ("Denver", True), ("the Broncos", False)}
+
+
+def test_a_cpt_result_reads_its_questions_from_the_evaluated_passages(shared_data):
+    cpt = shared_data / "reference-results" / "cpt" / "cpt_base.json"
+    with pytest.raises(DataError, match="give the evaluated passages"):
+        load_judged(cpt)
+    passages = load_passages(shared_data / "squad" / "synthetic" / "eval" / "base_val.json")
+    with pytest.raises(DataError, match="974 answers, but the passages given hold"):
+        load_judged(cpt, passages[:10])
+    rows = load_judged(cpt, passages)
+    assert len(rows) == 2 * 974
+    base = {(r.question, r.answer.strip()) for r in load_judged(shared_data / "reference-results" / "eval" / "base.json")}
+    # the unadapted model answers greedily: most baseline answers repeat base.json's for the same question
+    assert sum((r.question, r.answer.strip()) in base for r in rows[::2]) > 0.7 * 974
 
 
 def test_held_out_split_is_by_passage(shared_data):

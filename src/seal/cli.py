@@ -275,17 +275,22 @@ def grade_check(
     judge_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL for --grader judge")] = None,
     judge_model: Annotated[Optional[str], typer.Option(help="model name for --grader judge")] = None,
     fit_to: Annotated[Optional[Path], typer.Option("--fit", help="refit the verdict model on the train part, save it here")] = None,
+    fit_with: Annotated[Optional[list[Path]], typer.Option(help="more judged files for --fit (their answers from FILE's held-out passages and questions left out)")] = None,
+    passages: Annotated[Optional[Path], typer.Option(help="the passages a CPT result evaluated, in order (e.g. squad/synthetic/eval/base_val.json)")] = None,
 ) -> None:
     """Agreement of a grader with the verdicts in FILE: agreement, precision, recall, Cohen's kappa, confusion."""
     from rich.table import Table
 
     from seal.config import JudgeConfig
+    from seal.domains.knowledge import load_passages
     from seal.grading import LLMJudge, exact_match, normalize, token_f1
-    from seal.grading.check import agreement, load_judged, split
+    from seal.grading.check import agreement, calibration_rows, load_judged, split
     from seal.grading.verdict import VerdictModel, fit
 
     try:
-        rows = load_judged(file)
+        evaluated = load_passages(passages) if passages is not None else None
+        rows = load_judged(file, evaluated)
+        more = [row for extra in fit_with or [] for row in load_judged(extra, evaluated)]
     except USER_ERRORS as err:
         fail(str(err))
     train, held_out = split(rows)
@@ -294,9 +299,12 @@ def grade_check(
         fail(f"--part must be all, train or held-out, not {part!r}")
     model = VerdictModel.load()
     if fit_to is not None:
-        model = fit(train)
+        fitted_on = calibration_rows(train, held_out, more)
+        model = fit(fitted_on)
         model.save(fit_to)
-        console.print(f"fitted on {len(train)} answers, saved to {fit_to}")
+        console.print(f"fitted on {len(fitted_on)} answers ({len(train)} from {file.name}), saved to {fit_to}")
+    elif fit_with:
+        fail("--fit-with needs --fit")
     graders = {
         "verdict": lambda q, g, a: model.probability(q, g, a) >= model.threshold,
         "contains": lambda q, g, a: bool(normalize(g)) and normalize(g) in normalize(a),

@@ -1,14 +1,16 @@
-"""Measure a grader against judged answers: agreement, precision, recall, Cohen's kappa, confusion."""
+"""Measure a grader against judged answers: agreement, precision, recall, Cohen's kappa, confusion;
+and gather judged answers to fit a grader on, none of them from the held-out part."""
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from seal.domains.knowledge import DataError
+from seal.domains.knowledge import DataError, Passage
 
 
 @dataclass(frozen=True)
@@ -20,9 +22,16 @@ class Judged:
     group: str  # answers of the same passage share a group, so splits never separate them
 
 
-def load_judged(path: str | Path) -> list[Judged]:
+def _group(title: str, context: str) -> str:
+    return title + context[:40]
+
+
+def load_judged(path: str | Path, passages: list[Passage] | None = None) -> list[Judged]:
     """Judged answers from a SEAL evaluation result (`articles[].completions[].questions[]` with
-    baseline/adapter answers and `*_correct` verdicts) or a JSONL of {question, gold, answer, verdict}."""
+    baseline/adapter answers and `*_correct` verdicts, e.g. eval/base.json or train/rank_iter0.json),
+    a SEAL multi-passage (CPT) result (`server_reply` with `*_texts` and `*_correct`, one per
+    question of the evaluated passages, in order: give those `passages`), or a JSONL of
+    {question, gold, answer, verdict}."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
@@ -35,13 +44,15 @@ def load_judged(path: str | Path) -> list[Judged]:
                 for i, r in enumerate(rows)
             ]
         data = json.loads(text)
+        if "server_reply" in data:
+            return _load_cpt(path, data["server_reply"], passages)
         out = []
         for article in data["articles"]:
             for completion in article["completions"]:
                 for q in completion["questions"]:
                     for side in ("baseline", "adapter"):
                         out.append(
-                            Judged(q["question"], q["answer"], q[f"{side}_answer"], bool(q[f"{side}_correct"]), article["title"] + article["context"][:40])
+                            Judged(q["question"], q["answer"], q[f"{side}_answer"], bool(q[f"{side}_correct"]), _group(article["title"], article["context"]))
                         )
         return out
     except json.JSONDecodeError as err:
@@ -50,12 +61,42 @@ def load_judged(path: str | Path) -> list[Judged]:
         raise DataError(f"{path}: not a judged-answers file (missing {err})") from None
 
 
+def _load_cpt(path: Path, reply: dict, passages: list[Passage] | None) -> list[Judged]:
+    if passages is None:
+        raise DataError(f"{path}: a CPT result holds answers without their questions; give the evaluated passages (--passages)")
+    questions = [(p, q) for p in passages for q in p.questions]
+    if len(questions) != len(reply["baseline_texts"]):
+        raise DataError(f"{path}: {len(reply['baseline_texts'])} answers, but the passages given hold {len(questions)} questions")
+    return [
+        Judged(q.question, q.answer, reply[f"{side}_texts"][i], bool(reply[f"{side}_correct"][i]), _group(p.title, p.context))
+        for i, (p, q) in enumerate(questions)
+        for side in ("baseline", "adapter")
+    ]
+
+
 def split(rows: list[Judged], held_out: float = 0.3) -> tuple[list[Judged], list[Judged]]:
     """A fixed split by passage: the same rows are held out on every machine and every run."""
     def is_held_out(row: Judged) -> bool:
         return zlib.crc32(row.group.encode()) % 1000 < held_out * 1000
 
     return [r for r in rows if not is_held_out(r)], [r for r in rows if is_held_out(r)]
+
+
+def calibration_rows(train: list[Judged], held_out: list[Judged], more: Iterable[Judged] = ()) -> list[Judged]:
+    """Rows to fit a grader on: `train` and `more` (other judged files), leaving out every row of
+    `more` from a held-out passage or asking a held-out question (the same question is judged
+    again in other runs of the release, often on the very same answer). Repeats of a (question,
+    gold, answer) become one row with the majority verdict (ties: the first one's)."""
+    held_groups, held_questions = {r.group for r in held_out}, {r.question for r in held_out}
+    kept: dict[tuple[str, str, str], list[Judged]] = {}
+    for row in [*train, *(r for r in more if r.group not in held_groups and r.question not in held_questions)]:
+        kept.setdefault((row.question, row.gold, row.answer.strip()), []).append(row)
+    out = []
+    for same in kept.values():
+        votes = Counter(r.verdict for r in same)
+        verdict = same[0].verdict if votes[True] == votes[False] else votes[True] > votes[False]
+        out.append(Judged(same[0].question, same[0].gold, same[0].answer, verdict, same[0].group))
+    return out
 
 
 @dataclass

@@ -186,8 +186,10 @@ class VerdictModel:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-def fit(rows, l2: float = 1.0, iterations: int = 50) -> VerdictModel:
-    """Logistic regression by Newton's method on standardised features (deterministic)."""
+def fit(rows, l2: float = 10.0, iterations: int = 50) -> VerdictModel:
+    """Logistic regression by Newton's method on standardised features (deterministic); the L2
+    strength was chosen by 5-fold cross-validation by passage on the calibration rows (flat
+    from 0.3 to 100)."""
     import numpy as np
 
     x = np.array([features(r.question, r.gold, r.answer) for r in rows])
