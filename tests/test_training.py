@@ -28,6 +28,44 @@ def test_packed_forward_matches_separate_forwards(tiny_lm):
     torch.testing.assert_close(packed, separate, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grouped_and_block_masked_adapter_paths_agree(tiny_lm, monkeypatch, dtype):
+    """Packed sequences through their own slots by grouped matmuls (where torch has them) or by the
+    block mask (elsewhere): the same outputs and the same adapter gradients."""
+    import seal.adapters
+
+    if hasattr(tiny_lm.model, "_seal_bank"):
+        tiny_lm.model._seal_bank.detach()
+    bank = AdapterBank(tiny_lm.model, LoraConfig(rank=8, alpha=16), slots=3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        bank.flat.normal_(0, 0.1)
+    tok = tiny_lm.tokenizer
+    seqs = [(tok(d).input_ids, [True] * len(tok(d).input_ids)) for d in ["The capital of France", "Paris is in France.", "Who won?"]]
+    batch = pack(seqs, torch.device("cpu"))
+    layer = next(iter(bank.layers.values()))
+    assert seal.adapters._grouped_mm_works(torch.device("cpu"), dtype, layer.lora_A.shape[-1], 8, layer.lora_B.shape[1])
+
+    def run():
+        bank.flat_grad.zero_()
+        for p in bank.parameters():
+            p.requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            with bank.route([2, 0, 1], batch["lengths"]), packed_forward(tiny_lm.model, batch["lengths"]):
+                logits = tiny_lm.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        logits.float().square().mean().backward()
+        return logits.detach().float(), bank.flat_grad.clone()
+
+    grouped = run()
+    monkeypatch.setattr(seal.adapters, "_grouped_mm_works", lambda *args: False)
+    masked = run()
+    tolerance = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    torch.testing.assert_close(grouped[0], masked[0], **tolerance)
+    torch.testing.assert_close(grouped[1], masked[1], **tolerance)
+    assert grouped[1].abs().sum() > 0
+    bank.detach()
+
+
 def test_training_changes_only_adapters_and_lowers_loss(tiny_lm):
     base_state = {k: v.clone() for k, v in tiny_lm.model.state_dict().items()}
     cfg = small_cfg()
