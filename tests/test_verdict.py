@@ -3,7 +3,7 @@ import pytest
 from seal.grading import verdict
 from seal.domains.knowledge import DataError, load_passages
 from seal.grading.check import Judged, agreement, calibration_rows, load_judged, split
-from seal.grading.verdict import VerdictModel, canonical_tokens, fit, main_answer
+from seal.grading.verdict import FEATURES, VerdictModel, canonical_tokens, features, fit, main_answer
 
 
 @pytest.mark.parametrize(
@@ -16,10 +16,21 @@ from seal.grading.verdict import VerdictModel, canonical_tokens, fit, main_answe
         ("25 percent", "25%"),
         ("Britain", "United Kingdom"),
         ("shrinking budgets", "shrink budget"),
+        ("Super Bowl XXXIII", "Super Bowl 33"),
+        ("twenty-five", "25"),
+        ("95–55 BCE", "95 - 55 BC"),
+        ("$3.5 million", "3.5 million"),
     ],
 )
 def test_canonical_tokens_unify_numbers_units_and_forms(a, b):
     assert canonical_tokens(a) == canonical_tokens(b)
+
+
+def test_canonical_tokens_keep_numbers_apart():
+    assert canonical_tokens("1918–1938") == ("1918", "1938")
+    assert canonical_tokens("3.5") != canonical_tokens("35")
+    assert canonical_tokens("I did it") == ("i", "did", "it")  # not Roman numerals
+    assert len(features("Who?", "Denver Broncos", "The Broncos")) == len(FEATURES)
 
 
 def test_main_answer_drops_the_text_the_model_ran_into():
@@ -38,6 +49,8 @@ def test_main_answer_drops_the_text_the_model_ran_into():
         ("fifty", "There have been over 50 studies showing a connection between inequality and violence.", "", 1.0),
         ("the European Parliament and the Council of the European Union", "The European Parliament and the Council of the European Union", "", 1.0),
         ("Denver Broncos", "The Carolina Panthers won the game.", "Who won Super Bowl 50?", 0.0),
+        ("October 12, 1943", "The sale of NBC Blue to Edward John Noble was authorized on September 12, 1943.", "", 0.0),
+        ("Super Bowl XXXIII", "John Elway won Super Bowl 33 at the age of 38.", "Which Super Bowl did Elway win at 38 years old?", 1.0),
     ],
 )
 def test_tricky_verdicts(gold, answer, question, expected):

@@ -37,7 +37,7 @@ _UNITS = {
 _UNIT_ALIASES = {
     "percent": "%", "per cent": "%", "km": "kilometres", "kilometers": "kilometres", "mi": "miles",
     "kg": "kilograms", "lb": "pounds", "lbs": "pounds", "ft": "feet", "m": "metres", "meters": "metres",
-    "us": "united states", "usa": "united states", "uk": "united kingdom", "britain": "united kingdom",
+    "bce": "bc", "us": "united states", "usa": "united states", "uk": "united kingdom", "britain": "united kingdom",
 }  # fmt: skip
 _STOP = frozenset(
     "a an the of in on at to for by with from and or as is was were be been are its it this that these those "
@@ -47,8 +47,10 @@ _STOP = frozenset(
 )
 _HEDGES = ("i don't know", "i do not know", "not sure", "unknown", "no information", "cannot be determined",
            "not mentioned", "not specified", "unclear")  # fmt: skip
+_MONTHS = frozenset("january february march april may june july august september october november december".split())
 _JUNK = re.compile(r"\n\s*\n|\n\s*(?:Q:|Question:|Topic:|A:)", re.IGNORECASE)
 _ORDINAL = re.compile(r"^(\d+)(?:st|nd|rd|th)$")
+_DECIMAL_TOKEN = re.compile(r"^\d+(?:d\d+)+$")
 
 
 def main_answer(answer: str) -> str:
@@ -63,21 +65,38 @@ def _stem(word: str) -> str:
     return word
 
 
+_DASHES = re.compile(r"[\u2010-\u2015\u2212-]")  # hyphens, en and em dashes, minus: "1918–1938" is two years
+_DECIMAL = re.compile(r"(?<=\d)\.(?=\d)")
+_ROMAN = re.compile(r"\b(?=[IVXL]{2,}\b)L?X{0,3}(?:IX|IV|V?I{0,3})\b")  # upper case only: "Super Bowl XXXIII"
+_ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50}
+_TENS = {20, 30, 40, 50, 60, 70, 80, 90}
+
+
+def _roman(match: re.Match) -> str:
+    values = [_ROMAN_VALUES[c] for c in match.group()]
+    return str(sum(-v if v < w else v for v, w in zip(values, values[1:] + [0])))
+
+
 @lru_cache(maxsize=65536)
 def canonical_tokens(text: str) -> tuple[str, ...]:
     """Normalised, stemmed tokens with numbers as digits and common units/aliases unified."""
-    text = unicodedata.normalize("NFKD", text.lower().replace("æ", "ae")).encode("ascii", "ignore").decode()
+    text = _ROMAN.sub(_roman, text)
+    text = unicodedata.normalize("NFKD", _DASHES.sub(" ", text.lower()).replace("æ", "ae")).encode("ascii", "ignore").decode()
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 10,000 -> 10000
+    text = _DECIMAL.sub("d", text)  # keep 3.5 apart from 35 through the punctuation stripping
     for alias, canon in _UNIT_ALIASES.items():
         text = re.sub(rf"\b{re.escape(alias)}\b", canon, text)
-    out = []
-    for token in normalize(text.replace("-", " ")).split():
+    out: list[str] = []
+    for token in normalize(text).split():
         match = _ORDINAL.match(token)
         if match:
             token = match.group(1)
         elif token in _UNITS:
             token = str(_UNITS[token])
-        out.append(_stem(token))
+            if out and out[-1].isdigit() and int(out[-1]) in _TENS and float(token) < 10:  # twenty-five
+                out[-1] = str(int(out[-1]) + int(token))
+                continue
+        out.append(_stem(token.replace("d", ".") if _DECIMAL_TOKEN.match(token) else token))
     return tuple(out)
 
 
@@ -92,10 +111,20 @@ def _soft_match(token: str, pool: set[str]) -> bool:
     return any(len(other) >= 4 and (other.startswith(token[:5]) or token.startswith(other[:5])) for other in pool)
 
 
+def _content(tokens: tuple[str, ...]) -> list[str]:
+    return [t for t in tokens if t not in _STOP] or list(tokens)
+
+
 def _alternatives(gold: str) -> list[str]:
     """'Breast milk or colostrum' is right when either is given."""
     parts = [p for p in re.split(r"\bor\b|;|/", gold) if p.strip()]
     return parts if len(parts) > 1 else [gold]
+
+
+def _items(gold: str) -> list[str]:
+    """A list answer ('street vendors, washing cars, and construction sites'): the judge takes some of it."""
+    parts = [p for p in re.split(r",|\band\b|\bor\b|;|/", gold) if p.strip()]
+    return parts or [gold]
 
 
 def _numbers(tokens: tuple[str, ...]) -> set[str]:
@@ -114,7 +143,7 @@ FEATURES = (
     "contains", "contains_main", "recall", "recall_novel", "recall_main", "f1_main", "longest_common",
     "gold_in_question", "empty", "log_answer_tokens", "log_gold_tokens", "numbers_match", "numbers_conflict",
     "junk", "hedge", "starts_with_gold", "soft_recall_main", "soft_recall_novel", "best_alternative",
-    "recall_first_sentence", "numbers_recall",
+    "recall_first_sentence", "numbers_recall", "month_conflict", "best_list_item",
 )  # fmt: skip
 
 
@@ -122,7 +151,7 @@ def features(question: str, gold: str, answer: str) -> list[float]:
     main = main_answer(answer)
     gold_norm, main_norm, full_norm = normalize(gold), normalize(main), normalize(answer)
     gold_t, main_t, full_t, question_t = (canonical_tokens(x) for x in (gold, main, answer, question))
-    content = [t for t in gold_t if t not in _STOP] or list(gold_t)
+    content = _content(gold_t)
     novel = [t for t in content if t not in question_t] or content
     main_set, full_set = set(main_t), set(full_t)
 
@@ -133,6 +162,7 @@ def features(question: str, gold: str, answer: str) -> list[float]:
         return sum(_soft_match(t, pool) for t in tokens) / len(tokens) if tokens else 0.0
 
     gold_numbers, main_numbers = _numbers(gold_t), _numbers(main_t)
+    gold_months, main_months = _MONTHS & set(gold_t), _MONTHS & main_set
     longest = 0.0
     if gold_norm and main_norm:
         match = SequenceMatcher(None, gold_norm, main_norm, autojunk=False).find_longest_match()
@@ -156,9 +186,11 @@ def features(question: str, gold: str, answer: str) -> list[float]:
         float(bool(gold_norm) and main_norm.startswith(gold_norm)),
         soft_recall(content, main_set),
         soft_recall(novel, main_set),
-        max(recall([t for t in canonical_tokens(alt) if t not in _STOP] or list(canonical_tokens(alt)), main_set) for alt in _alternatives(gold)),
+        max(recall(_content(canonical_tokens(alt)), main_set) for alt in _alternatives(gold)),
         recall(content, set(canonical_tokens(re.split(r"(?<=[.!?])\s", main.strip(), maxsplit=1)[0]))),
         _numbers_recall(gold_numbers, main_numbers),
+        float(bool(gold_months) and bool(main_months) and not gold_months & main_months),
+        max(recall(_content(canonical_tokens(item)), main_set) for item in _items(gold)),
     ]
 
 
