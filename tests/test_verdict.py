@@ -30,7 +30,18 @@ def test_canonical_tokens_keep_numbers_apart():
     assert canonical_tokens("1918–1938") == ("1918", "1938")
     assert canonical_tokens("3.5") != canonical_tokens("35")
     assert canonical_tokens("I did it") == ("i", "did", "it")  # not Roman numerals
+    assert canonical_tokens("twenty and a half") == ("20", "and", "0.5")
     assert len(features("Who?", "Denver Broncos", "The Broncos")) == len(FEATURES)
+
+
+def test_month_conflict_reads_may_as_a_month_only_next_to_a_number():
+    def conflict(gold, answer):
+        return features("", gold, answer)[FEATURES.index("month_conflict")]
+
+    assert conflict("October 12, 1943", "It was authorized on September 12, 1943.") == 1.0
+    assert conflict("October 12, 1943", "They may have signed it on October 12, 1943.") == 0.0
+    assert conflict("October 12, 1943", "They may have signed it in 1943.") == 0.0
+    assert conflict("October 12, 1943", "It was signed on 12 May 1943.") == 1.0
 
 
 def test_main_answer_drops_the_text_the_model_ran_into():

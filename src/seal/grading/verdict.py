@@ -93,7 +93,7 @@ def canonical_tokens(text: str) -> tuple[str, ...]:
             token = match.group(1)
         elif token in _UNITS:
             token = str(_UNITS[token])
-            if out and out[-1].isdigit() and int(out[-1]) in _TENS and float(token) < 10:  # twenty-five
+            if out and out[-1].isdigit() and int(out[-1]) in _TENS and token.isdigit() and int(token) < 10:  # twenty-five
                 out[-1] = str(int(out[-1]) + int(token))
                 continue
         out.append(_stem(token.replace("d", ".") if _DECIMAL_TOKEN.match(token) else token))
@@ -125,6 +125,16 @@ def _items(gold: str) -> list[str]:
     """A list answer ('street vendors, washing cars, and construction sites'): the judge takes some of it."""
     parts = [p for p in re.split(r",|\band\b|\bor\b|;|/", gold) if p.strip()]
     return parts or [gold]
+
+
+def _months(tokens: tuple[str, ...]) -> set[str]:
+    """Month names; 'may' only next to a number (the verb is far more common)."""
+    def is_month(i: int, token: str) -> bool:
+        if token != "may":
+            return token in _MONTHS
+        return any(0 <= j < len(tokens) and tokens[j].isdigit() for j in (i - 1, i + 1))
+
+    return {t for i, t in enumerate(tokens) if is_month(i, t)}
 
 
 def _numbers(tokens: tuple[str, ...]) -> set[str]:
@@ -162,7 +172,7 @@ def features(question: str, gold: str, answer: str) -> list[float]:
         return sum(_soft_match(t, pool) for t in tokens) / len(tokens) if tokens else 0.0
 
     gold_numbers, main_numbers = _numbers(gold_t), _numbers(main_t)
-    gold_months, main_months = _MONTHS & set(gold_t), _MONTHS & main_set
+    gold_months, main_months = _months(gold_t), _months(main_t)
     longest = 0.0
     if gold_norm and main_norm:
         match = SequenceMatcher(None, gold_norm, main_norm, autojunk=False).find_longest_match()
