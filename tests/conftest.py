@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 # The hub is unreachable here: fail fast instead of retrying (read when huggingface_hub is imported).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -92,3 +94,40 @@ def passages3(tmp_path) -> Path:
     path = tmp_path / "passages3.json"
     path.write_text(json.dumps(data))
     return path
+
+
+class FakeJudge(BaseHTTPRequestHandler):
+    """A loopback OpenAI-compatible endpoint: fails once with 503, then answers by substring."""
+
+    calls: list[dict] = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeJudge.calls.append({"auth": self.headers["Authorization"], "body": body})
+        if len(FakeJudge.calls) == 1:
+            self.send_response(503)
+            self.end_headers()
+            return
+        user = body["messages"][-1]["content"]
+        gold = user.split("Reference answer: ")[1].split("\n")[0]
+        student = user.split("Student answer: ")[1]
+        reply = "Yes" if gold.lower() in student.lower() else "No"
+        payload = json.dumps({"choices": [{"message": {"content": reply}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def judge_server():
+    FakeJudge.calls = []
+    server = HTTPServer(("127.0.0.1", 0), FakeJudge)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()

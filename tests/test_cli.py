@@ -10,6 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from seal.cli import app
+
+from conftest import FakeJudge
 from seal.config import (
     ArcEvalConfig,
     ArcTrainConfig,
@@ -272,3 +274,36 @@ def test_a_section_given_in_part_keeps_the_commands_defaults_for_the_rest(tmp_pa
     assert load_config(ArcEvalConfig, recipe).sampling.batch_size == 8
     with pytest.raises(ValueError, match="extra"):
         load_config(ArcEvalConfig, None, ["adapt.lora.rnak=8"])
+
+
+def test_grade_check_measures_a_local_grader_and_an_llm_judge_against_judged_answers(judge_server, tmp_path, monkeypatch):
+    rows = [
+        ("Who won?", "Denver Broncos", "The Denver Broncos won.", True),
+        ("Who won?", "Denver Broncos", "The Broncos.", True),  # containment misses it
+        ("Where?", "Santa Clara", "In San Jose.", False),
+        ("Where?", "Santa Clara", "Santa Clara, I think not.", False),  # containment says yes
+    ]
+    judged = tmp_path / "judged.jsonl"
+    judged.write_text("".join(json.dumps({"question": q, "gold": g, "answer": a, "verdict": v}) + "\n" for q, g, a, v in rows))
+
+    result = runner.invoke(app, ["grade-check", str(judged), "--grader", "contains", "--part", "all"])
+    assert result.exit_code == 0, result.output
+    assert "0.500" in result.output  # 2 of 4 agree
+    assert "gold='Denver Broncos' answer='The Broncos.'" in result.output  # a disagreement shown
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setattr("seal.grading.judge.time.sleep", lambda s: None)
+    args = ["grade-check", str(judged), "--grader", "judge", "--part", "all", "--judge-url", judge_server, "--judge-model", "m"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "0.500" in result.output  # the loopback judge grades by containment too
+    assert len(FakeJudge.calls) == 5  # four verdicts, one retried 503
+
+
+def test_grade_check_refuses_bad_input_with_a_clear_message(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = runner.invoke(app, ["grade-check", str(bad)])
+    assert result.exit_code != 0 and "not valid JSON" in result.output
+    result = runner.invoke(app, ["grade-check", str(bad), "--fit-with", str(bad)])
+    assert result.exit_code != 0 and "--fit-with needs --fit" in result.output

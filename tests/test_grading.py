@@ -1,11 +1,9 @@
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
 
 from seal.config import JudgeConfig
 from seal.grading import JudgeError, LLMJudge, exact_match, normalize, token_f1
+
+from conftest import FakeJudge
 
 
 @pytest.mark.parametrize(
@@ -27,43 +25,6 @@ def test_exact_match_and_f1():
     assert token_f1("Denver Broncos", "Broncos") == pytest.approx(2 / 3)
     assert token_f1("Denver Broncos", "Carolina Panthers") == 0.0
     assert token_f1("", "") == 1.0 and token_f1("x", "") == 0.0
-
-
-class FakeJudge(BaseHTTPRequestHandler):
-    """A loopback OpenAI-compatible endpoint: fails once with 503, then answers by substring."""
-
-    calls: list[dict] = []
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeJudge.calls.append({"auth": self.headers["Authorization"], "body": body})
-        if len(FakeJudge.calls) == 1:
-            self.send_response(503)
-            self.end_headers()
-            return
-        user = body["messages"][-1]["content"]
-        gold = user.split("Reference answer: ")[1].split("\n")[0]
-        student = user.split("Student answer: ")[1]
-        reply = "Yes" if gold.lower() in student.lower() else "No"
-        payload = json.dumps({"choices": [{"message": {"content": reply}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def judge_server():
-    FakeJudge.calls = []
-    server = HTTPServer(("127.0.0.1", 0), FakeJudge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
 
 
 def test_llm_judge_retries_and_reads_the_key_from_the_environment(judge_server, monkeypatch, caplog):

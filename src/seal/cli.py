@@ -287,6 +287,8 @@ def grade_check(
     from seal.grading.check import agreement, calibration_rows, load_judged, split
     from seal.grading.verdict import VerdictModel, fit
 
+    if fit_with and fit_to is None:
+        fail("--fit-with needs --fit")
     try:
         evaluated = load_passages(passages) if passages is not None else None
         rows = load_judged(file, evaluated)
@@ -303,8 +305,6 @@ def grade_check(
         model = fit(fitted_on)
         model.save(fit_to)
         console.print(f"fitted on {len(fitted_on)} answers ({len(train)} from {file.name}), saved to {fit_to}")
-    elif fit_with:
-        fail("--fit-with needs --fit")
     graders = {
         "verdict": lambda q, g, a: model.probability(q, g, a) >= model.threshold,
         "contains": lambda q, g, a: bool(normalize(g)) and normalize(g) in normalize(a),

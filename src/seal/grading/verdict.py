@@ -50,7 +50,14 @@ _HEDGES = ("i don't know", "i do not know", "not sure", "unknown", "no informati
 _MONTHS = frozenset("january february march april may june july august september october november december".split())
 _JUNK = re.compile(r"\n\s*\n|\n\s*(?:Q:|Question:|Topic:|A:)", re.IGNORECASE)
 _ORDINAL = re.compile(r"^(\d+)(?:st|nd|rd|th)$")
+_DASHES = re.compile(r"[\u2010-\u2015\u2212-]")  # hyphens, en and em dashes, minus: "1918–1938" is two years
+_DECIMAL = re.compile(r"(?<=\d)\.(?=\d)")
 _DECIMAL_TOKEN = re.compile(r"^\d+(?:d\d+)+$")
+_ROMAN = re.compile(r"\b(?=[IVXL]{2,}\b)L?X{0,3}(?:IX|IV|V?I{0,3})\b")  # upper case only: "Super Bowl XXXIII"
+_ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50}
+_TENS = {20, 30, 40, 50, 60, 70, 80, 90}
+_ALTERNATIVES = re.compile(r"\bor\b|;|/")  # 'breast milk or colostrum' is right when either is given
+_ITEMS = re.compile(r",|\band\b|\bor\b|;|/")  # of a list ('street vendors, washing cars'), the judge takes some
 
 
 def main_answer(answer: str) -> str:
@@ -63,13 +70,6 @@ def _stem(word: str) -> str:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             return word[: -len(suffix)] + ("y" if suffix in ("ied", "ies") else "")
     return word
-
-
-_DASHES = re.compile(r"[\u2010-\u2015\u2212-]")  # hyphens, en and em dashes, minus: "1918–1938" is two years
-_DECIMAL = re.compile(r"(?<=\d)\.(?=\d)")
-_ROMAN = re.compile(r"\b(?=[IVXL]{2,}\b)L?X{0,3}(?:IX|IV|V?I{0,3})\b")  # upper case only: "Super Bowl XXXIII"
-_ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50}
-_TENS = {20, 30, 40, 50, 60, 70, 80, 90}
 
 
 def _roman(match: re.Match) -> str:
@@ -115,16 +115,8 @@ def _content(tokens: tuple[str, ...]) -> list[str]:
     return [t for t in tokens if t not in _STOP] or list(tokens)
 
 
-def _alternatives(gold: str) -> list[str]:
-    """'Breast milk or colostrum' is right when either is given."""
-    parts = [p for p in re.split(r"\bor\b|;|/", gold) if p.strip()]
-    return parts if len(parts) > 1 else [gold]
-
-
-def _items(gold: str) -> list[str]:
-    """A list answer ('street vendors, washing cars, and construction sites'): the judge takes some of it."""
-    parts = [p for p in re.split(r",|\band\b|\bor\b|;|/", gold) if p.strip()]
-    return parts or [gold]
+def _parts(gold: str, separators: re.Pattern) -> list[str]:
+    return [p for p in separators.split(gold) if p.strip()] or [gold]
 
 
 def _months(tokens: tuple[str, ...]) -> set[str]:
@@ -168,6 +160,9 @@ def features(question: str, gold: str, answer: str) -> list[float]:
     def recall(tokens: list[str], pool: set[str]) -> float:
         return sum(t in pool for t in tokens) / len(tokens) if tokens else 0.0
 
+    def best_part(separators: re.Pattern) -> float:
+        return max(recall(_content(canonical_tokens(part)), main_set) for part in _parts(gold, separators))
+
     def soft_recall(tokens: list[str], pool: set[str]) -> float:
         return sum(_soft_match(t, pool) for t in tokens) / len(tokens) if tokens else 0.0
 
@@ -196,11 +191,11 @@ def features(question: str, gold: str, answer: str) -> list[float]:
         float(bool(gold_norm) and main_norm.startswith(gold_norm)),
         soft_recall(content, main_set),
         soft_recall(novel, main_set),
-        max(recall(_content(canonical_tokens(alt)), main_set) for alt in _alternatives(gold)),
+        best_part(_ALTERNATIVES),
         recall(content, set(canonical_tokens(re.split(r"(?<=[.!?])\s", main.strip(), maxsplit=1)[0]))),
         _numbers_recall(gold_numbers, main_numbers),
         float(bool(gold_months) and bool(main_months) and not gold_months & main_months),
-        max(recall(_content(canonical_tokens(item)), main_set) for item in _items(gold)),
+        best_part(_ITEMS),
     ]
 
 
