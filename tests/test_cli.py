@@ -10,8 +10,6 @@ import yaml
 from typer.testing import CliRunner
 
 from seal.cli import app
-
-from conftest import FakeJudge
 from seal.config import (
     ArcEvalConfig,
     ArcTrainConfig,
@@ -21,6 +19,8 @@ from seal.config import (
     KnowledgeTrainConfig,
     load_config,
 )
+
+from conftest import FakeJudge
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -42,10 +42,9 @@ class Routing:
 
     def offsets(self) -> torch.Tensor:
         """(sequences,) int32: where each packed sequence ends, the groups of a grouped matmul."""
-        key = (self.version, "offsets")
-        if self._offsets is None or self._offsets[0] != key:
+        if self._offsets is None or self._offsets[0] != self.version:
             ends = torch.tensor(self.lengths).cumsum(0).to(device=self.ids.device, dtype=torch.int32)
-            self._offsets = (key, ends)
+            self._offsets = (self.version, ends)
         return self._offsets[1]
 
     def block_mask(self, rank: int, dtype: torch.dtype) -> torch.Tensor:
