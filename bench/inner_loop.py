@@ -108,10 +108,12 @@ def adapt_timed(lm, batch: list, adapt, answer) -> dict:
 
 
 def worker_facts(lm, _item) -> dict:
-    """What the process holding the model measured: its peak memory, the model's size and dtype."""
+    """What the process holding the model measured: its peak memory, the model's dtype and the
+    training FLOPs of a packed token through its adapter bank (none for the peft baseline)."""
+    bank = getattr(lm.model, "_seal_bank", None)
     return {
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "matmul_params": sum(p.numel() for p in lm.model.parameters()),  # every weight is used in a matmul (tied lm_head)
+        "train_flops_per_token": bank.train_flops_per_token() if bank is not None else None,
         "dtype": str(lm.dtype).replace("torch.", ""),
     }
 
@@ -165,7 +167,8 @@ def run_one(mode: str, k: int, refill: int, workers: int, args: argparse.Namespa
         "peak_rss_gib": peak,
     }
     if tokens:
-        gflops = 4 * facts[0]["matmul_params"] * tokens / train_s / 1e9
+        per_token = next(f["train_flops_per_token"] for f in facts if f["train_flops_per_token"])  # a worker that trained
+        gflops = per_token * tokens / train_s / 1e9
         result |= {"train_seconds": train_s, "train_tokens": tokens, "train_gflops": gflops}
     return result
 

@@ -127,6 +127,29 @@ def test_routing_scores_each_row_with_its_own_adapter(tiny_lm):
 
 
 
+def test_train_flops_count_each_frozen_weight_once_and_only_the_tokens_own_slot(tiny_lm):
+    """The benchmark's FLOP accounting: K slots cost a token no more useful work than one, and
+    one slot's weights are the weights of one peft adapter."""
+    from seal.baseline import fresh_peft_model
+
+    cfg = small_cfg()
+    frozen = sum(p.numel() for p in tiny_lm.model.parameters())  # the tied head: the embedding's one matmul
+    per_k = []
+    for slots in (1, 3):
+        bank = AdapterBank.attach(tiny_lm.model, cfg.lora, slots)
+        per_k.append(bank.train_flops_per_token())
+        bank.detach()
+    trainable, _ = fresh_peft_model(tiny_lm, 0, cfg).get_nb_trainable_parameters()
+    assert trainable > 0
+    assert per_k == [4 * frozen + 6 * trainable] * 2
+    # Untied (as Qwen2.5-7B): the input embedding is a lookup and costs nothing.
+    config = tiny_lm.model.config.to_dict() | {"tie_word_embeddings": False}
+    untied = type(tiny_lm.model)(type(tiny_lm.model.config).from_dict(config))
+    lookup = untied.get_input_embeddings().weight.numel()
+    untied_frozen = sum(p.numel() for p in untied.parameters()) - lookup
+    assert AdapterBank(untied, cfg.lora, 2).train_flops_per_token() == 4 * untied_frozen + 6 * trainable
+
+
 def test_batched_engine_matches_a_plain_peft_adapter_trained_alone(tiny_lm):
     """Same init, same document order, same optimiser: the engine's slot equals the straightforward way."""
     from seal.baseline import fresh_peft_model, train_peft_adapter

@@ -196,6 +196,18 @@ class AdapterBank:
         """The per-layer LoRA weights (views into `flat`)."""
         return [p for layer in self.layers.values() for p in (layer.lora_A, layer.lora_B)]
 
+    def train_flops_per_token(self) -> int:
+        """The useful training FLOPs of one packed token: 4 per frozen weight it goes through
+        (forward, and backward to the input only) and 6 per weight of its own slot (the weight
+        gradient too); the other slots do nothing for it. An untied input embedding is a lookup,
+        not a matmul, and attention's own products (a few percent at short lengths) are left out."""
+        skip = {id(p) for p in self.parameters()}
+        embedding, head = self.model.get_input_embeddings(), self.model.get_output_embeddings()
+        if head is None or embedding.weight is not head.weight:
+            skip.add(id(embedding.weight))
+        frozen = sum(p.numel() for p in self.model.parameters() if id(p) not in skip)
+        return 4 * frozen + 6 * self.flat.shape[1]
+
     @torch.no_grad()
     def reset(self, slot: int, seed: int) -> None:
         """A fresh adapter in `slot`: A as peft initialises it (Kaiming-uniform), B zero, so it starts as a no-op."""
