@@ -126,7 +126,6 @@ def test_routing_scores_each_row_with_its_own_adapter(tiny_lm):
     assert routed[0][0] != pytest.approx(routed[1][0], abs=1e-3)
 
 
-
 def test_train_flops_count_each_frozen_weight_once_and_only_the_tokens_own_slot(tiny_lm):
     """The benchmark's FLOP accounting: K slots cost a token no more useful work than one, and
     one slot's weights are the weights of one peft adapter."""
