@@ -110,7 +110,9 @@ def adapt_timed(lm, batch: list, adapt, answer) -> dict:
 def worker_facts(lm, _item) -> dict:
     """What the process holding the model measured: its peak memory, the model's dtype and the
     training FLOPs of a packed token through its adapter bank (none for the peft baseline)."""
-    bank = getattr(lm.model, "_seal_bank", None)
+    from seal.adapters import AdapterBank
+
+    bank = AdapterBank.installed(lm.model)
     return {
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "train_flops_per_token": bank.train_flops_per_token() if bank is not None else None,

@@ -7,6 +7,8 @@ from seal.packing import pack, packed_forward
 from seal.sampling import continuation_logprobs
 from seal.training import TrainJob, train_adapters
 
+from conftest import build_tiny_model
+
 DOCS = [
     ["The Denver Broncos won Super Bowl 50.", "Levi's Stadium is in Santa Clara."],
     ["The capital of France is Paris.", "The Seine flows through Paris.", "Paris is in France."],
@@ -34,8 +36,6 @@ def test_grouped_and_block_masked_adapter_paths_agree(tiny_lm, monkeypatch, dtyp
     block mask (elsewhere): the same outputs and the same adapter gradients."""
     import seal.adapters
 
-    if hasattr(tiny_lm.model, "_seal_bank"):
-        tiny_lm.model._seal_bank.detach()
     bank = AdapterBank(tiny_lm.model, LoraConfig(rank=8, alpha=16), slots=3)
     torch.manual_seed(0)
     with torch.no_grad():
@@ -142,8 +142,7 @@ def test_train_flops_count_each_frozen_weight_once_and_only_the_tokens_own_slot(
     assert trainable > 0
     assert per_k == [4 * frozen + 6 * trainable] * 2
     # Untied (as Qwen2.5-7B): the input embedding is a lookup and costs nothing.
-    config = tiny_lm.model.config.to_dict() | {"tie_word_embeddings": False}
-    untied = type(tiny_lm.model)(type(tiny_lm.model.config).from_dict(config))
+    untied = build_tiny_model(tiny_lm.model.config.vocab_size, tied=False)
     lookup = untied.get_input_embeddings().weight.numel()
     untied_frozen = sum(p.numel() for p in untied.parameters()) - lookup
     assert AdapterBank(untied, cfg.lora, 2).train_flops_per_token() == 4 * untied_frozen + 6 * trainable

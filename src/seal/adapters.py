@@ -172,10 +172,15 @@ class AdapterBank:
         weight.grad = self.flat_grad[:, offset:end].unflatten(1, shape)
         return weight, end
 
+    @staticmethod
+    def installed(model: nn.Module) -> AdapterBank | None:
+        """The bank installed in `model`, if any."""
+        return getattr(model, "_seal_bank", None)
+
     @classmethod
     def attach(cls, model: nn.Module, cfg: LoraConfig, slots: int) -> AdapterBank:
         """The model's bank, installed once per process and reused while its shape fits."""
-        bank = getattr(model, "_seal_bank", None)
+        bank = cls.installed(model)
         if bank is not None and bank.cfg == cfg and bank.slots >= slots:
             return bank
         if bank is not None:
@@ -189,7 +194,7 @@ class AdapterBank:
             parent_name, attr = name.rsplit(".", 1)
             setattr(self.model.get_submodule(parent_name), attr, layer.base)
         self.layers = {}
-        if getattr(self.model, "_seal_bank", None) is self:
+        if AdapterBank.installed(self.model) is self:
             del self.model._seal_bank
 
     def parameters(self) -> list[nn.Parameter]:

@@ -87,8 +87,8 @@ def adapt_and_score_peft(
     from seal.adapters import AdapterBank
     from seal.loop import AdaptResult, adapter_path, score_probes
 
-    bank = getattr(lm.model, "_seal_bank", None)
-    if isinstance(bank, AdapterBank):
+    bank = AdapterBank.installed(lm.model)
+    if bank is not None:
         bank.detach()  # peft injects its own layers into plain nn.Linear modules
     for job in jobs:
         began = time.perf_counter()

@@ -27,6 +27,7 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from transformers import get_linear_schedule_with_warmup
 
+from seal.adapters import AdapterBank
 from seal.config import ModelConfig, PolicyConfig
 from seal.models import LoadedModel, load_model
 from seal.store import RunStore, atomic_directory
@@ -64,7 +65,7 @@ def _activation_checkpointing(model, enabled: bool):
 
 
 def _detach_bank(lm: LoadedModel) -> None:
-    bank = getattr(lm.model, "_seal_bank", None)
+    bank = AdapterBank.installed(lm.model)
     if bank is not None:
         bank.detach()  # peft injects its layers into plain nn.Linear modules
 

@@ -57,7 +57,7 @@ class KnowledgeContinual:
     def _restore_initial(self) -> None:
         """Back to the weights the run started from (only the adapted layers ever change)."""
         lm = self.model()
-        bank = getattr(lm.model, "_seal_bank", None)
+        bank = AdapterBank.installed(lm.model)
         if bank is not None:
             bank.detach()
         targets = {
