@@ -138,6 +138,7 @@ def test_a_run_saved_before_a_config_field_existed_resumes_and_a_changed_value_i
         (["--set", "adapt.epochs=0"], "adapt.epochs"),
         (["--set", "adapt.nonsense=1"], "adapt.nonsense"),
         (["--set", "novalue"], "key=value"),
+        (["--set", "adapt.lora=["], "--set adapt.lora=[: not valid YAML"),
     ],
 )
 def test_bad_options_are_one_clear_error(tiny_dir, passages_file, tmp_path, extra, message):
@@ -152,6 +153,15 @@ def test_malformed_data_file_is_one_clear_error(tiny_dir, tmp_path):
     bad.write_text('[{"title": "x", "context": "y"}]')
     result = runner.invoke(app, tiny_eval_args(tiny_dir, bad, tmp_path / "run"))
     assert result.exit_code == 2 and "record 0: missing field 'questions'" in result.output
+
+
+def test_malformed_config_file_is_one_clear_error(tiny_dir, passages_file, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("adapt:\n  epochs: 2\n lr: 1e-3\n")
+    result = runner.invoke(app, tiny_eval_args(tiny_dir, passages_file, tmp_path / "run", "-c", str(bad)))
+    output = " ".join(result.output.split())  # the console wraps long lines
+    assert result.exit_code == 2 and f"{bad}: not valid YAML" in output and "at line 3" in output
+    assert "Traceback" not in output
 
 
 def test_file_condition_needs_completions_for_every_passage(tiny_dir, passages_file, tmp_path):

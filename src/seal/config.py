@@ -329,13 +329,22 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err}{at})") from None
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `key.sub=value` strings; values are parsed as YAML (so 3, 1e-3, [a,b], null work)."""
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+        _set_dotted(data, key.strip(), _parse_yaml(raw, f"--set {item}"))
     return data
 
 
@@ -351,7 +360,7 @@ def load_config(cls: type[Section], path: str | Path | None = None, overrides: l
     command's defaults for the rest (`adapt.lora.rank=8` on an ARC run keeps its ARC LoRA targets)."""
     data: dict[str, Any] = {}
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text())
+        loaded = _parse_yaml(Path(path).read_text(), str(path))
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of config fields")
         data = loaded

@@ -57,8 +57,10 @@ def load_judged(path: str | Path, passages: list[Passage] | None = None) -> list
         return out
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    except (KeyError, TypeError) as err:
-        raise DataError(f"{path}: not a judged-answers file (missing {err})") from None
+    except KeyError as err:
+        raise DataError(f"{path}: not a judged-answers file (missing field {err})") from None
+    except (TypeError, AttributeError) as err:
+        raise DataError(f"{path}: not a judged-answers file (expected a SEAL results object or JSONL rows: {err})") from None
 
 
 def _load_cpt(path: Path, reply: dict, passages: list[Passage] | None) -> list[Judged]:
