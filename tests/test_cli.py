@@ -230,6 +230,49 @@ def test_readme_run_command_parses_and_runs(tiny_dir, tmp_path, monkeypatch):
     assert (tmp_path / "demo" / "results.json").exists()
 
 
+def readme_python_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def substituted(code: str, replacements: dict[str, str]) -> str:
+    for old, new in replacements.items():
+        assert old in code, f"the README's Python example no longer holds {old!r}"
+        code = code.replace(old, new)
+    return code
+
+
+def test_readme_python_api_examples_run(tiny_dir, tmp_path, monkeypatch):
+    """The README's Python examples as written, on the tiny model with tiny settings."""
+    run_experiment, by_hand = readme_python_blocks()
+    monkeypatch.chdir(ROOT)
+    tiny = [f"model.name={tiny_dir}", "model.dtype=float32", "adapt.epochs=1"]
+    tiny += ["sampling.max_new_tokens=8", "answer.max_new_tokens=4"]
+    code = substituted(
+        run_experiment,
+        {
+            '"conditions=[base,implications]"]': f'"conditions=[base,implications]", *{tiny!r}]',
+            '"runs/api-demo"': repr(str(tmp_path / "api-demo")),
+        },
+    )
+    namespace: dict = {}
+    exec(code, namespace)
+    assert namespace["results"]["n_passages"] == 1 and "implications" in namespace["results"]["conditions"]
+    assert (tmp_path / "api-demo" / "results.json").exists()
+
+    code = substituted(
+        by_hand,
+        {'load_model("embedded")': f"load_model({str(tiny_dir)!r}, dtype='float32')", "max_new_tokens=160": "max_new_tokens=12"},
+    )
+    namespace = {}
+    exec(code, namespace)
+    assert len(namespace["self_edits"]) == 3 and len(namespace["jobs"]) == 3
+    assert all(job.documents for job in namespace["jobs"])  # every plan trains on something (the passage at least)
+    first, last = namespace["result"].losses  # the last of the three adapters
+    assert last < first and isinstance(namespace["result"].probes[0]["answer"], str)
+
+
 def test_readme_refit_command_reproduces_the_shipped_verdict_weights(shared_data, tmp_path, monkeypatch):
     from seal.grading.verdict import WEIGHTS_FILE
 
