@@ -20,7 +20,9 @@ same plans (evenly spaced by training tokens), so every row's plans cost about t
 table gives each row's training tokens per self-edit and the speed-up per training token too.
 
 Each configuration runs in its own process, so its peak memory is its own (with workers: the
-driver's plus every worker's). Prints a table and writes JSON.
+driver's plus every worker's). Where CUDA is present the models run on the GPU, the matmul
+peaks are the GPU's, and the table adds each configuration's peak GPU memory. Prints a table
+and writes JSON.
 
     python bench/inner_loop.py                      # K = 1, 5, 15 over 30 plans, in-process and on 2 workers; baseline and K=1 on 6 of them
     python bench/inner_loop.py --ks 15 --workers 2 --plans 60  # a longer queue: less idle time at its end
@@ -46,16 +48,24 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "squad"
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
-    """Best achieved GFLOP/s of an n x n matmul in `dtype` on this machine, now."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best, end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
+def matmul_peak(dtype: torch.dtype, device: str, seconds: float = 3.0) -> float:
+    """Best achieved GFLOP/s of an n x n matmul in `dtype` on the device the models run on, now
+    (n = 2048 saturates a CPU; a GPU needs 8192 and a synchronised clock)."""
+    n = 8192 if device.startswith("cuda") else 2048
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+
+    def timed() -> float:
         start = time.perf_counter()
         a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for _ in range(3):
+        timed()
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        best = max(best, 2 * n**3 / timed() / 1e9)
     return best
 
 
@@ -115,6 +125,7 @@ def worker_facts(lm, _item) -> dict:
     bank = AdapterBank.installed(lm.model)
     return {
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         "train_flops_per_token": bank.train_flops_per_token() if bank is not None else None,
         "dtype": str(lm.dtype).replace("torch.", ""),
     }
@@ -168,6 +179,8 @@ def run_one(mode: str, k: int, refill: int, workers: int, args: argparse.Namespa
         "seconds_per_1k_train_tokens": 1000 * total / train_tokens,
         "peak_rss_gib": peak,
     }
+    if facts[0]["peak_gpu_gib"] is not None:  # each worker's models and batches on the GPU, all of them together
+        result["peak_gpu_gib"] = sum(f["peak_gpu_gib"] for f in facts)
     if tokens:
         per_token = next(f["train_flops_per_token"] for f in facts if f["train_flops_per_token"])  # a worker that trained
         gflops = per_token * tokens / train_s / 1e9
@@ -199,11 +212,12 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from seal.models import fast_bf16_available
+    from seal.models import default_device, fast_bf16_available
 
-    peaks = {"float32": matmul_peak(torch.float32)}
-    if fast_bf16_available():
-        peaks["bfloat16"] = matmul_peak(torch.bfloat16)
+    device = default_device()  # where load_model puts the models, so the peaks are of the same hardware
+    peaks = {"float32": matmul_peak(torch.float32, device)}
+    if fast_bf16_available(device):
+        peaks["bfloat16"] = matmul_peak(torch.bfloat16, device)
     ks, refills = [int(k) for k in args.ks.split(",")], [int(r) for r in args.refills.split(",")]
     workers = [int(w) for w in args.workers.split(",")]
     # refill makes no difference at K=1 (one plan at a time either way)
@@ -225,7 +239,8 @@ def main() -> None:
             row["train_fraction_of_peak"] = row["train_gflops"] / peaks[row["dtype"]]
     report = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "cuda": torch.cuda.is_available()},
+                    "torch": torch.__version__, "device": device,
+                    "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None},
         "settings": {"epochs": args.epochs, "plans": args.plans, "sample": args.sample, "sample_below_k": args.sample_below,
                      "lora_rank": 32, "lora_alpha": 64, "lora_targets": targets, "lr": 1e-3, "answer_tokens": 64},
         "matmul_peak_gflops": peaks,
@@ -237,6 +252,8 @@ def main() -> None:
     table = Table(title=f"inner loop, {args.epochs} epochs (matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()) + ")")
     columns = ("config", "dtype", "self-edits", "train tokens/edit", "s/self-edit", "self-edits/min", "speed-up",
                "per token", "train GFLOP/s", "of peak", "peak RSS GiB")  # fmt: skip
+    gpu = "peak_gpu_gib" in rows[0]
+    columns += ("peak GPU GiB",) if gpu else ()
     for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
@@ -248,6 +265,7 @@ def main() -> None:
             f"{row['speedup_per_token']:.2f}x",
             f"{row.get('train_gflops', float('nan')):.0f}", f"{row.get('train_fraction_of_peak', float('nan')):.0%}",
             f"{row['peak_rss_gib']:.1f}",
+            *([f"{row['peak_gpu_gib']:.1f}"] if gpu else []),
         )  # fmt: skip
     Console(width=200).print(table)
     print(f"wrote {args.out}")
