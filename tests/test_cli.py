@@ -360,3 +360,12 @@ def test_grade_check_refuses_bad_input_with_a_clear_message(tmp_path):
     assert result.exit_code != 0 and "not valid JSON" in result.output
     result = runner.invoke(app, ["grade-check", str(bad), "--fit-with", str(bad)])
     assert result.exit_code != 0 and "--fit-with needs --fit" in result.output
+    null_answer = tmp_path / "null.jsonl"
+    null_answer.write_text(json.dumps({"question": "Who?", "gold": "Ada", "answer": None, "verdict": True}) + "\n")
+    result = runner.invoke(app, ["grade-check", str(null_answer), "--part", "all"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2 and "a row's answer is NoneType, not text" in output and "Traceback" not in output
+    shapeless = tmp_path / "list.json"
+    shapeless.write_text("[1, 2]")
+    result = runner.invoke(app, ["grade-check", str(shapeless)])
+    assert result.exit_code == 2 and "not a judged-answers file" in result.output

@@ -21,6 +21,11 @@ class Judged:
     verdict: bool  # the reference judge's verdict
     group: str  # answers of the same passage share a group, so splits never separate them
 
+    def __post_init__(self) -> None:
+        for name in ("question", "gold", "answer"):  # a null answer would reach the graders otherwise
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"a row's {name} is {type(getattr(self, name)).__name__}, not text")
+
 
 def _group(title: str, context: str) -> str:
     return title + context[:40]
@@ -59,8 +64,10 @@ def load_judged(path: str | Path, passages: list[Passage] | None = None) -> list
         raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
     except KeyError as err:
         raise DataError(f"{path}: not a judged-answers file (missing field {err})") from None
-    except (TypeError, AttributeError) as err:
-        raise DataError(f"{path}: not a judged-answers file (expected a SEAL results object or JSONL rows: {err})") from None
+    except TypeError as err:
+        raise DataError(
+            f"{path}: not a judged-answers file (neither a SEAL result nor JSONL rows of question, gold, answer, verdict: {err})"
+        ) from None
 
 
 def _load_cpt(path: Path, reply: dict, passages: list[Passage] | None) -> list[Judged]:
