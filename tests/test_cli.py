@@ -202,10 +202,16 @@ def test_every_cpu_recipe_runs_as_its_first_line_says(recipe, tiny_dir, tmp_path
     assert (tmp_path / "run" / "results.json").exists()
 
 
-def readme_quickstart() -> list[str]:
+def readme_blocks(language: str, section: str | None = None) -> list[str]:
+    """The README's fenced code blocks in `language`, only those of one `## section` when named."""
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
-    return [line for line in block.splitlines() if line.strip()]
+    if section is not None:
+        text = text.split(f"\n## {section}", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", text, re.S)
+
+
+def readme_quickstart() -> list[str]:
+    return [line for line in readme_blocks("bash")[0].splitlines() if line.strip()]
 
 
 def test_readme_quickstart_is_install_and_run_then_the_ci_test_command():
@@ -230,12 +236,6 @@ def test_readme_run_command_parses_and_runs(tiny_dir, tmp_path, monkeypatch):
     assert (tmp_path / "demo" / "results.json").exists()
 
 
-def readme_python_blocks() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Python API", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
-
-
 def substituted(code: str, replacements: dict[str, str]) -> str:
     for old, new in replacements.items():
         assert old in code, f"the README's Python example no longer holds {old!r}"
@@ -245,7 +245,7 @@ def substituted(code: str, replacements: dict[str, str]) -> str:
 
 def test_readme_python_api_examples_run(tiny_dir, tmp_path, monkeypatch):
     """The README's Python examples as written, on the tiny model with tiny settings."""
-    run_experiment, by_hand = readme_python_blocks()
+    run_experiment, by_hand = readme_blocks("python", "Python API")
     monkeypatch.chdir(ROOT)
     tiny = [f"model.name={tiny_dir}", "model.dtype=float32", "adapt.epochs=1"]
     tiny += ["sampling.max_new_tokens=8", "answer.max_new_tokens=4"]
@@ -276,8 +276,7 @@ def test_readme_python_api_examples_run(tiny_dir, tmp_path, monkeypatch):
 def test_readme_refit_command_reproduces_the_shipped_verdict_weights(shared_data, tmp_path, monkeypatch):
     from seal.grading.verdict import WEIGHTS_FILE
 
-    text = (ROOT / "README.md").read_text()
-    block = next(b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if "--fit " in b)
+    block = next(b for b in readme_blocks("bash") if "--fit " in b)
     assignment, command = block.replace("\\\n", " ").strip().splitlines()
     name, value = assignment.split("=", 1)
     args = shlex.split(command.replace("$" + name, value).replace("../shared/data", str(shared_data)))
