@@ -164,6 +164,22 @@ def test_malformed_config_file_is_one_clear_error(tiny_dir, passages_file, tmp_p
     assert "Traceback" not in output
 
 
+def test_a_judge_endpoint_that_fails_mid_run_ends_it_with_a_clear_error_and_the_same_command_resumes(
+    tiny_dir, passages_file, judge_server, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    args = tiny_eval_args(tiny_dir, passages_file, tmp_path / "run", "--conditions", "base,passage", "--reward", "judge")
+    args += ["--set", f"judge.base_url={judge_server}", "--set", "judge.max_retries=0"]  # the fake's first reply is a 503
+    failed = runner.invoke(app, args)
+    output = " ".join(failed.output.split())
+    assert failed.exit_code == 2 and "judge endpoint failed 1 times" in output and "re-run the same command to resume" in output
+    assert "Traceback" not in output
+    resumed = runner.invoke(app, args)
+    assert resumed.exit_code == 0, resumed.output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["reward"] == "judge" and "judge" in results["conditions"]["passage"]["macro"]
+
+
 def test_file_condition_needs_completions_for_every_passage(tiny_dir, passages_file, tmp_path):
     other = tmp_path / "other.json"
     other.write_text(json.dumps([{"title": "Z", "context": "z", "questions": [], "completions": ["a"]}]))

@@ -21,6 +21,7 @@ from seal.config import (
     load_config,
 )
 from seal.domains.knowledge import DataError
+from seal.grading.judge import JudgeError
 from seal.models import ModelLoadError
 from seal.store import RunConfigMismatch
 
@@ -74,6 +75,8 @@ def launch(cls, experiment, config: Path | None, flags: dict[str, object], overr
     cfg = resolve(cls, config, flags, overrides)
     try:
         experiment(cfg, out, console).run()
+    except JudgeError as err:  # the endpoint went away mid-run, after its retries
+        fail(f"{err}; what the run finished is kept in {out}: re-run the same command to resume")
     except USER_ERRORS as err:
         fail(str(err))
     show_report(out)
@@ -317,7 +320,10 @@ def grade_check(
         graders["judge"] = lambda q, g, a: judge.verdict(q, g, a) == 1.0
     if grader not in graders:
         fail(f"unknown grader {grader!r}; choose from verdict, contains, em, f1, judge")
-    result, disagreements = agreement(chosen, graders[grader])
+    try:
+        result, disagreements = agreement(chosen, graders[grader])
+    except JudgeError as err:
+        fail(str(err))
     table = Table(title=f"{grader} vs {file.name} ({part}: {result.n} answers)")
     for column in ("agreement", "precision", "recall", "kappa"):
         table.add_column(column, justify="right")
