@@ -127,6 +127,25 @@ def test_a_round_on_worker_processes_one_killed_mid_round_records_what_the_local
     assert not run.executor.workers  # closed: no worker process outlives the run
 
 
+def test_a_pool_that_loses_more_workers_than_allowed_stops_the_run_and_the_same_run_resumes_to_the_same_records(
+    one_thread, tiny_dir, knowledge_files, tmp_path, monkeypatch
+):
+    local = KnowledgeTrain(knowledge_cfg(tiny_dir, knowledge_files, "local"), tmp_path / "local")
+    local.run()
+    cfg = knowledge_cfg(tiny_dir, knowledge_files, "processes")
+    cfg = cfg.model_copy(update={"executor": cfg.executor.model_copy(update={"max_replacements": 0})})
+    with monkeypatch.context() as patch:
+        killed = lose_a_worker_mid_round(patch, seal_cluster.ProcessExecutor, lambda worker: worker.process.kill())
+        stopped = KnowledgeTrain(cfg, tmp_path / "processes")
+        with pytest.raises(seal_cluster.ExecutorFailed, match="giving up"):
+            stopped.run()
+    assert killed and stopped.store.keys("answers")  # what was done before the loss is kept
+    assert not stopped.executor.workers  # and no worker process outlives the stopped run
+    resumed = KnowledgeTrain(cfg, tmp_path / "processes")
+    resumed.run()
+    assert close(records(local), records(resumed))
+
+
 def test_a_worker_process_that_cannot_load_the_model_raises_the_loading_error(tmp_path):
     cfg = ExecutorConfig(kind="processes", workers=1)
     executor = seal_cluster.make_executor(cfg, ModelOnDemand(ModelConfig(name=str(tmp_path / "no-such-model"))))

@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from seal.cluster import ExecutorFailed
 from seal.config import (
     ArcEvalConfig,
     ArcTrainConfig,
@@ -75,7 +76,7 @@ def launch(cls, experiment, config: Path | None, flags: dict[str, object], overr
     cfg = resolve(cls, config, flags, overrides)
     try:
         experiment(cfg, out, console).run()
-    except JudgeError as err:  # the endpoint went away mid-run, after its retries
+    except (JudgeError, ExecutorFailed) as err:  # mid-run: the endpoint stayed down, the workers kept dying
         fail(f"{err}; what the run finished is kept in {out}: re-run the same command to resume")
     except USER_ERRORS as err:
         fail(str(err))

@@ -112,6 +112,11 @@ class WorkerLost(RuntimeError):
     """A worker died (killed, out of memory, its node gone) with an item in flight."""
 
 
+class ExecutorFailed(RuntimeError):
+    """The pool cannot go on: more workers died than `executor.max_replacements`, or one died
+    while starting. What the run stored so far stays; the same command resumes it."""
+
+
 class PoolExecutor(ABC):
     """A pool of workers, each holding the model once, one item in flight per worker. A worker
     that dies is replaced and its item runs again first, on the replacement; nothing is yielded
@@ -164,7 +169,7 @@ class PoolExecutor(ABC):
     def _replace(self, index: int) -> None:
         self.replaced += 1
         if self.replaced > self.cfg.max_replacements:
-            raise RuntimeError(f"{self.replaced} workers died in this run; giving up (executor.max_replacements)")
+            raise ExecutorFailed(f"{self.replaced} workers died in this run; giving up (executor.max_replacements)")
         self._stop(self.workers[index])
         self.workers[index] = self._start()
         self._ready(self.workers[index])
@@ -287,7 +292,7 @@ class ProcessExecutor(PoolExecutor):
             status, payload = worker.conn.recv()  # sent once the model is loaded
         except EOFError as err:
             worker.process.join()
-            raise RuntimeError(f"a worker process died while starting (exit code {worker.process.exitcode})") from err
+            raise ExecutorFailed(f"a worker process died while starting (exit code {worker.process.exitcode})") from err
         if status == "error":
             raise payload
 
