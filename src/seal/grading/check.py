@@ -23,8 +23,9 @@ class Judged:
 
     def __post_init__(self) -> None:
         for name in ("question", "gold", "answer"):  # a null answer would reach the graders otherwise
-            if not isinstance(getattr(self, name), str):
-                raise TypeError(f"a row's {name} is {type(getattr(self, name)).__name__}, not text")
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise TypeError(f"a row's {name} is {type(value).__name__}, not text")
 
 
 def _group(title: str, context: str) -> str:
