@@ -155,6 +155,17 @@ def test_malformed_data_file_is_one_clear_error(tiny_dir, tmp_path):
     assert result.exit_code == 2 and "record 0: missing field 'questions'" in result.output
 
 
+def test_a_chosen_passage_without_questions_is_one_clear_error(tiny_dir, passages_file, tmp_path):
+    data = json.loads(passages_file.read_text())
+    data[0]["questions"] = []  # Paris: the paper-subset order puts it second, so the first passage alone runs
+    no_questions = tmp_path / "no_questions.json"
+    no_questions.write_text(json.dumps(data))
+    result = runner.invoke(app, tiny_eval_args(tiny_dir, no_questions, tmp_path / "run"))
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2 and "1 of the chosen passages have no questions to score, e.g. record 0 ('Paris')" in output
+    assert runner.invoke(app, tiny_eval_args(tiny_dir, no_questions, tmp_path / "run", "--passages", "1")).exit_code == 0
+
+
 def test_malformed_config_file_is_one_clear_error(tiny_dir, passages_file, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("adapt:\n  epochs: 2\n lr: 1e-3\n")

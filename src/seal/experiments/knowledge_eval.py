@@ -53,10 +53,19 @@ def validate(cfg: KnowledgeEvalConfig) -> None:
 
 
 def select_passages(data: str, n: int | None, paper_subset: bool) -> list[Passage]:
+    """The first n passages of the file (in the paper's subset order), each with questions to score."""
     passages = knowledge.load_passages(data)
     if paper_subset:
-        return knowledge.paper_subset(passages, n)
-    return passages if n is None else passages[:n]
+        chosen = knowledge.paper_subset(passages, n)
+    else:
+        chosen = passages if n is None else passages[:n]
+    empty = [p for p in chosen if not p.questions]
+    if empty:
+        raise DataError(
+            f"{data}: {len(empty)} of the chosen passages have no questions to score, "
+            f"e.g. record {empty[0].source_index} ({empty[0].title!r})"
+        )
+    return chosen
 
 
 def file_self_edits(cfg: KnowledgeEvalConfig, passages: list[Passage]) -> dict[str, list[str]]:

@@ -51,9 +51,7 @@ class KnowledgeTrain:
         check_reward(cfg.reward, cfg.judge)
         self.cfg = cfg
         self.console = console or Console()
-        self.train_passages = knowledge.load_passages(cfg.train_data)
-        if cfg.train_passages is not None:
-            self.train_passages = self.train_passages[: cfg.train_passages]
+        self.train_passages = select_passages(cfg.train_data, cfg.train_passages, paper_subset=False)
         self.eval_passages = select_passages(cfg.eval_data, cfg.eval_passages, cfg.paper_subset)
         overlap = {(p.title, p.context) for p in self.train_passages} & {(p.title, p.context) for p in self.eval_passages}
         if overlap:
