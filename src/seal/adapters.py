@@ -177,6 +177,14 @@ class AdapterBank:
         """The bank installed in `model`, if any."""
         return getattr(model, "_seal_bank", None)
 
+    @staticmethod
+    def detach_from(model: nn.Module) -> None:
+        """Take the model's bank out, if it has one, leaving plain nn.Linear layers (what peft
+        injects its own layers into, and what a merge or a weight restore expects)."""
+        bank = AdapterBank.installed(model)
+        if bank is not None:
+            bank.detach()
+
     @classmethod
     def attach(cls, model: nn.Module, cfg: LoraConfig, slots: int) -> AdapterBank:
         """The model's bank, installed once per process and reused while its shape fits."""

@@ -87,9 +87,7 @@ def adapt_and_score_peft(
     from seal.adapters import AdapterBank
     from seal.loop import AdaptResult, adapter_path, score_probes
 
-    bank = AdapterBank.installed(lm.model)
-    if bank is not None:
-        bank.detach()  # peft injects its own layers into plain nn.Linear modules
+    AdapterBank.detach_from(lm.model)
     for job in jobs:
         began = time.perf_counter()
         model, losses = train_peft_adapter(lm, job.documents, job.seed, adapt)

@@ -64,12 +64,6 @@ def _activation_checkpointing(model, enabled: bool):
         model.activation_checkpointing_disable()
 
 
-def _detach_bank(lm: LoadedModel) -> None:
-    bank = AdapterBank.installed(lm.model)
-    if bank is not None:
-        bank.detach()  # peft injects its layers into plain nn.Linear modules
-
-
 def encode(lm: LoadedModel, example: SFTExample, max_tokens: int) -> tuple[list[int], list[int]]:
     """Token ids and labels (-100 on the prompt) of prompt + completion + end of sequence."""
     tok = lm.tokenizer
@@ -120,7 +114,7 @@ def sft(lm: LoadedModel, examples: list[SFTExample], cfg: PolicyConfig, seed: in
     Returns the peft-wrapped model (not yet merged) and the loss of every optimiser step."""
     if not examples:
         raise ValueError("no examples to fine-tune the policy on")
-    _detach_bank(lm)
+    AdapterBank.detach_from(lm.model)
     torch.manual_seed(seed)
     peft_cfg = PeftLoraConfig(
         r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=cfg.lora.targets
@@ -160,7 +154,7 @@ def merge(model: PeftModel) -> None:
 
 def apply_adapter(lm: LoadedModel, directory: Path) -> None:
     """Rebuild a later policy: load a saved round adapter onto the current policy and merge it."""
-    _detach_bank(lm)
+    AdapterBank.detach_from(lm.model)
     with _quiet_peft():
         merge(PeftModel.from_pretrained(lm.model, str(directory)))
 

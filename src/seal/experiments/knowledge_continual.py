@@ -57,9 +57,7 @@ class KnowledgeContinual:
     def _restore_initial(self) -> None:
         """Back to the weights the run started from (only the adapted layers ever change)."""
         lm = self.model()
-        bank = AdapterBank.installed(lm.model)
-        if bank is not None:
-            bank.detach()
+        AdapterBank.detach_from(lm.model)
         targets = {
             name: module.weight
             for name, module in lm.model.named_modules()
