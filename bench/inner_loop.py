@@ -24,7 +24,8 @@ driver's plus every worker's). Where CUDA is present the models run on the GPU, 
 peaks are the GPU's, and the table adds each configuration's peak GPU memory. Prints a table
 and writes JSON.
 
-    python bench/inner_loop.py                      # K = 1, 5, 15 over 30 plans, in-process and on 2 workers; baseline and K=1 on 6 of them
+    python bench/inner_loop.py                      # K = 1, 5, 15 over 30 plans, in-process and on 2 workers;
+                                                    # baseline and K=1 on 6 of them
     python bench/inner_loop.py --ks 15 --workers 2 --plans 60  # a longer queue: less idle time at its end
     python bench/inner_loop.py --refills 1,4        # and each K > 1 with slots refilled from units of 4K plans
     python bench/inner_loop.py --ks 5 --refills 4 --plans 10 --sample 2 --epochs 2  # quicker
@@ -71,11 +72,13 @@ def matmul_peak(dtype: torch.dtype, device: str, seconds: float = 3.0) -> float:
 
 def build_jobs(lm, count: int):
     from seal.domains import knowledge
+    from seal.engine.loop import AdaptJob
     from seal.experiments.knowledge_steps import probes_for
-    from seal.loop import AdaptJob
 
     passages = knowledge.paper_subset(knowledge.load_passages(DATA / "squad_val.json"), 200)
-    edits = {(p.title, p.context): p.completions for p in knowledge.load_passages(DATA / "synthetic/eval/gpt4_1_val.json")}
+    edits = {
+        (p.title, p.context): p.completions for p in knowledge.load_passages(DATA / "synthetic/eval/gpt4_1_val.json")
+    }
     jobs = []
     for i, passage in enumerate(passages[:count]):
         plan = knowledge.plan(passage, edits[(passage.title, passage.context)][0], "implications")
@@ -93,7 +96,7 @@ def adapt_timed(lm, batch: list, adapt, answer) -> dict:
     """`loop.adapt_batch` (the real code path), with its scoring timed and its packed training
     tokens counted on the way, for the FLOP accounting of the training phase (training time =
     total - scoring). A module-level function: worker processes run it too."""
-    from seal import loop
+    from seal.engine import loop
 
     spent = {"scoring": 0.0, "tokens": 0}
     score_probes, train_adapters = loop.score_probes, loop.train_adapters
@@ -120,7 +123,7 @@ def adapt_timed(lm, batch: list, adapt, answer) -> dict:
 def worker_facts(lm, _item) -> dict:
     """What the process holding the model measured: its peak memory, the model's dtype and the
     training FLOPs of a packed token through its adapter bank (none for the peft baseline)."""
-    from seal.adapters import AdapterBank
+    from seal.engine.adapters import AdapterBank
 
     bank = AdapterBank.installed(lm.model)
     return {
@@ -134,19 +137,25 @@ def worker_facts(lm, _item) -> dict:
 def run_one(mode: str, k: int, refill: int, workers: int, args: argparse.Namespace, targets: list[str]) -> dict:
     """One configuration, in this process (workers = 1) or on worker processes that split this
     machine's threads (`executor.kind: processes`)."""
-    from seal import loop
     from seal.cluster import make_executor
     from seal.config import AdaptConfig, AnswerConfig, ExecutorConfig, LoraConfig, ModelConfig
+    from seal.engine import loop
+    from seal.engine.training import tokenize_documents
     from seal.models import ModelOnDemand
-    from seal.training import tokenize_documents
 
     baseline = mode == "baseline"
     model = ModelOnDemand(ModelConfig(name="embedded", dtype="float32" if baseline else "auto"))
     threads = max(1, torch.get_num_threads() // workers)
-    executor = make_executor(ExecutorConfig(kind="processes" if workers > 1 else "local", workers=workers, cpus_per_worker=threads), model)
+    executor = make_executor(
+        ExecutorConfig(kind="processes" if workers > 1 else "local", workers=workers, cpus_per_worker=threads), model
+    )
     lm = executor.tokenizer_view()
     adapt = AdaptConfig(
-        epochs=args.epochs, slots=k, refill=refill, engine="peft" if baseline else "batched", lora=LoraConfig(targets=targets)
+        epochs=args.epochs,
+        slots=k,
+        refill=refill,
+        engine="peft" if baseline else "batched",
+        lora=LoraConfig(targets=targets),
     )
     answer = AnswerConfig()
     jobs = build_jobs(lm, args.plans)
@@ -159,11 +168,15 @@ def run_one(mode: str, k: int, refill: int, workers: int, args: argparse.Namespa
     began = time.perf_counter()
     spent = [s for _, s in executor.map(adapt_timed, loop.work_batches(jobs, adapt), adapt, answer)]
     total = time.perf_counter() - began
-    facts = [f for _, f in executor.map(worker_facts, list(range(workers)))]  # one item per worker: all idle, each takes one
+    facts = [
+        f for _, f in executor.map(worker_facts, list(range(workers)))
+    ]  # one item per worker: all idle, each takes one
     executor.close()
     scoring, tokens = sum(s["scoring"] for s in spent), sum(s["tokens"] for s in spent)
     train_s = total - scoring / workers  # workers score side by side
-    peak = sum(f["peak_rss_gib"] for f in facts) + (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20 if workers > 1 else 0)
+    peak = sum(f["peak_rss_gib"] for f in facts) + (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20 if workers > 1 else 0
+    )
     result = {
         "mode": mode,
         "k": 1 if baseline else k,
@@ -182,7 +195,9 @@ def run_one(mode: str, k: int, refill: int, workers: int, args: argparse.Namespa
     if facts[0]["peak_gpu_gib"] is not None:  # each worker's models and batches on the GPU, all of them together
         result["peak_gpu_gib"] = sum(f["peak_gpu_gib"] for f in facts)
     if tokens:
-        per_token = next(f["train_flops_per_token"] for f in facts if f["train_flops_per_token"])  # a worker that trained
+        per_token = next(
+            f["train_flops_per_token"] for f in facts if f["train_flops_per_token"]
+        )  # a worker that trained
         gflops = per_token * tokens / train_s / 1e9
         result |= {"train_seconds": train_s, "train_tokens": tokens, "train_gflops": gflops}
     return result
@@ -192,12 +207,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ks", default="1,5,15")
     parser.add_argument("--refills", default="1", help="engine units of K x refill plans, e.g. 1,4 (1: K at a time)")
-    parser.add_argument("--workers", default="1,2", help="engine worker processes, splitting this machine's threads, e.g. 1,2")
+    parser.add_argument(
+        "--workers", default="1,2", help="engine worker processes, splitting this machine's threads, e.g. 1,2"
+    )
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--plans", type=int, default=30, help="self-edits evaluated (cut into batches of K as a round cuts them)")
-    parser.add_argument("--sample", type=int, default=6, help="configurations below --sample-below K evaluate this stratified sample")
+    parser.add_argument(
+        "--plans", type=int, default=30, help="self-edits evaluated (cut into batches of K as a round cuts them)"
+    )
+    parser.add_argument(
+        "--sample", type=int, default=6, help="configurations below --sample-below K evaluate this stratified sample"
+    )
     parser.add_argument("--sample-below", type=int, default=2)
-    parser.add_argument("--targets", default="q_proj,v_proj", help="LoRA targets (paper: q_proj,v_proj); 'all' = every projection")
+    parser.add_argument(
+        "--targets", default="q_proj,v_proj", help="LoRA targets (paper: q_proj,v_proj); 'all' = every projection"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "inner_loop.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
     args = parser.parse_args()
@@ -222,12 +245,30 @@ def main() -> None:
     workers = [int(w) for w in args.workers.split(",")]
     # refill makes no difference at K=1 (one plan at a time either way)
     configs = ["baseline:1:1:1"] + [
-        f"engine:{k}:{r}:{w}" for w in workers for k in ks for r in (refills if k > 1 else refills[:1]) if k > 1 or w == 1
+        f"engine:{k}:{r}:{w}"
+        for w in workers
+        for k in ks
+        for r in (refills if k > 1 else refills[:1])
+        if k > 1 or w == 1
     ]
     rows = []
     for config in configs:
-        command = [sys.executable, __file__, "--one", config, "--epochs", str(args.epochs), "--plans", str(args.plans),
-                   "--sample", str(args.sample), "--sample-below", str(args.sample_below), "--targets", ",".join(targets)]  # fmt: skip
+        command = [
+            sys.executable,
+            __file__,
+            "--one",
+            config,
+            "--epochs",
+            str(args.epochs),
+            "--plans",
+            str(args.plans),
+            "--sample",
+            str(args.sample),
+            "--sample-below",
+            str(args.sample_below),
+            "--targets",
+            ",".join(targets),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"{config}: {rows[-1]['seconds_per_self_edit']:.1f} s per self-edit", file=sys.stderr)
@@ -238,35 +279,70 @@ def main() -> None:
         if "train_gflops" in row:
             row["train_fraction_of_peak"] = row["train_gflops"] / peaks[row["dtype"]]
     report = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "device": device,
-                    "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None},
-        "settings": {"epochs": args.epochs, "plans": args.plans, "sample": args.sample, "sample_below_k": args.sample_below,
-                     "lora_rank": 32, "lora_alpha": 64, "lora_targets": targets, "lr": 1e-3, "answer_tokens": 64},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "device": device,
+            "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+        },
+        "settings": {
+            "epochs": args.epochs,
+            "plans": args.plans,
+            "sample": args.sample,
+            "sample_below_k": args.sample_below,
+            "lora_rank": 32,
+            "lora_alpha": 64,
+            "lora_targets": targets,
+            "lr": 1e-3,
+            "answer_tokens": 64,
+        },
         "matmul_peak_gflops": peaks,
         "rows": rows,
-    }  # fmt: skip
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
 
-    table = Table(title=f"inner loop, {args.epochs} epochs (matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()) + ")")
-    columns = ("config", "dtype", "self-edits", "train tokens/edit", "s/self-edit", "self-edits/min", "speed-up",
-               "per token", "train GFLOP/s", "of peak", "peak RSS GiB")  # fmt: skip
+    table = Table(
+        title=f"inner loop, {args.epochs} epochs (matmul peak: "
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
+        + ")"
+    )
+    columns = (
+        "config",
+        "dtype",
+        "self-edits",
+        "train tokens/edit",
+        "s/self-edit",
+        "self-edits/min",
+        "speed-up",
+        "per token",
+        "train GFLOP/s",
+        "of peak",
+        "peak RSS GiB",
+    )
     gpu = "peak_gpu_gib" in rows[0]
     columns += ("peak GPU GiB",) if gpu else ()
     for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
-            f"{row['mode']} K={row['k']}" + (f" refill {row['refill']}" if row["mode"] == "engine" and row["k"] > 1 else "")
+            f"{row['mode']} K={row['k']}"
+            + (f" refill {row['refill']}" if row["mode"] == "engine" and row["k"] > 1 else "")
             + (f" x{row['workers']} workers" if row["workers"] > 1 else ""),
-            row["dtype"], str(row["self_edits"]), f"{row['train_tokens_per_self_edit']:.0f}",
-            f"{row['seconds_per_self_edit']:.1f}", f"{row['self_edits_per_minute']:.2f}", f"{row['speedup']:.2f}x",
+            row["dtype"],
+            str(row["self_edits"]),
+            f"{row['train_tokens_per_self_edit']:.0f}",
+            f"{row['seconds_per_self_edit']:.1f}",
+            f"{row['self_edits_per_minute']:.2f}",
+            f"{row['speedup']:.2f}x",
             f"{row['speedup_per_token']:.2f}x",
-            f"{row.get('train_gflops', float('nan')):.0f}", f"{row.get('train_fraction_of_peak', float('nan')):.0%}",
+            f"{row.get('train_gflops', float('nan')):.0f}",
+            f"{row.get('train_fraction_of_peak', float('nan')):.0%}",
             f"{row['peak_rss_gib']:.1f}",
             *([f"{row['peak_gpu_gib']:.1f}"] if gpu else []),
-        )  # fmt: skip
+        )
     Console(width=200).print(table)
     print(f"wrote {args.out}")
 

@@ -47,21 +47,46 @@ def run_one(mode: str, n: int) -> dict:
         from peft import LoraConfig
         from trl import SFTConfig, SFTTrainer
 
-        data = Dataset.from_list([{"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": c}]}
-                                  for p, c in pairs])  # fmt: skip
+        data = Dataset.from_list(
+            [
+                {"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": c}]}
+                for p, c in pairs
+            ]
+        )
         args = SFTConfig(
-            output_dir=str(ROOT / "bench" / "results" / "trl-sft"), per_device_train_batch_size=cfg.micro_batch_size,
-            gradient_accumulation_steps=cfg.batch_size // cfg.micro_batch_size, learning_rate=cfg.lr,
-            num_train_epochs=cfg.epochs, lr_scheduler_type="linear", max_grad_norm=cfg.max_grad_norm,
-            logging_steps=1, save_strategy="no", report_to=[], bf16=True, use_cpu=True, seed=0, max_length=cfg.max_tokens,
-        )  # fmt: skip
-        peft_cfg = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, target_modules=cfg.lora.targets, task_type="CAUSAL_LM")
-        trainer = SFTTrainer(model=lm.model, args=args, train_dataset=data, processing_class=lm.tokenizer, peft_config=peft_cfg)
+            output_dir=str(ROOT / "bench" / "results" / "trl-sft"),
+            per_device_train_batch_size=cfg.micro_batch_size,
+            gradient_accumulation_steps=cfg.batch_size // cfg.micro_batch_size,
+            learning_rate=cfg.lr,
+            num_train_epochs=cfg.epochs,
+            lr_scheduler_type="linear",
+            max_grad_norm=cfg.max_grad_norm,
+            logging_steps=1,
+            save_strategy="no",
+            report_to=[],
+            bf16=True,
+            use_cpu=True,
+            seed=0,
+            max_length=cfg.max_tokens,
+        )
+        peft_cfg = LoraConfig(
+            r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, target_modules=cfg.lora.targets, task_type="CAUSAL_LM"
+        )
+        trainer = SFTTrainer(
+            model=lm.model, args=args, train_dataset=data, processing_class=lm.tokenizer, peft_config=peft_cfg
+        )
         trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     seconds = time.perf_counter() - began
-    return {"mode": mode, "examples": n, "seconds": seconds, "steps": len(losses), "loss_first": losses[0],
-            "loss_last": losses[-1], "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}  # fmt: skip
+    return {
+        "mode": mode,
+        "examples": n,
+        "seconds": seconds,
+        "steps": len(losses),
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
 
 
 def main() -> None:
@@ -87,8 +112,14 @@ def main() -> None:
     for column in ("loop", "seconds", "optimiser steps", "loss first", "loss last", "peak RSS GiB"):
         table.add_column(column, justify="right")
     for r in rows:
-        table.add_row(r["mode"], f"{r['seconds']:.1f}", str(r["steps"]), f"{r['loss_first']:.3f}", f"{r['loss_last']:.3f}",
-                      f"{r['peak_rss_gib']:.1f}")  # fmt: skip
+        table.add_row(
+            r["mode"],
+            f"{r['seconds']:.1f}",
+            str(r["steps"]),
+            f"{r['loss_first']:.3f}",
+            f"{r['loss_last']:.3f}",
+            f"{r['peak_rss_gib']:.1f}",
+        )
     Console().print(table)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from inner_loop import ROOT, build_jobs
 
 
@@ -35,10 +36,10 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from seal.adapters import AdapterBank
     from seal.config import ALL_PROJECTIONS, AdaptConfig, LoraConfig
+    from seal.engine.adapters import AdapterBank
+    from seal.engine.training import TrainJob, train_adapters
     from seal.models import load_model
-    from seal.training import TrainJob, train_adapters
 
     ks = [int(k) for k in args.ks.split(",")]
     targets = ALL_PROJECTIONS if args.targets == "all" else args.targets.split(",")
@@ -58,7 +59,9 @@ def main() -> None:
             best = min(best, time.perf_counter() - start)
         steps = max(len(losses) for losses in stats.losses)
         rows.append({"k": k, "tokens_per_step": stats.tokens / steps, "seconds_per_step": best / steps})
-    per_token, fixed = np.polyfit([r["tokens_per_step"] for r in rows], [r["seconds_per_step"] for r in rows], 1).tolist()
+    per_token, fixed = np.polyfit(
+        [r["tokens_per_step"] for r in rows], [r["seconds_per_step"] for r in rows], 1
+    ).tolist()
     report = {
         "device": str(lm.device),
         "dtype": str(lm.dtype).replace("torch.", ""),

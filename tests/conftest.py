@@ -86,7 +86,12 @@ def tiny_dir(tiny_lm, tmp_path) -> Path:
 @pytest.fixture
 def passages3(tmp_path) -> Path:
     facts = [
-        ("Paris", "The capital of France is Paris. The Seine flows through it.", "What is the capital of France?", "Paris"),
+        (
+            "Paris",
+            "The capital of France is Paris. The Seine flows through it.",
+            "What is the capital of France?",
+            "Paris",
+        ),
         ("Broncos", "The Denver Broncos won Super Bowl 50.", "Who won Super Bowl 50?", "Denver Broncos"),
         ("Santa Clara", "Levi's Stadium is in Santa Clara, California.", "Where is Levi's Stadium?", "Santa Clara"),
     ]
@@ -101,7 +106,7 @@ class FakeJudge(BaseHTTPRequestHandler):
 
     calls: list[dict] = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeJudge.calls.append({"auth": self.headers["Authorization"], "body": body})
         if len(FakeJudge.calls) == 1:

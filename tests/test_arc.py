@@ -121,11 +121,25 @@ def test_the_parser_accepts_nested_flat_and_wrapped_configs():
     [
         ("I would rotate the grids.", "no JSON object"),
         (json.dumps({"training": PAPER_STYLE["training"]}), "missing key(s): use_basic_augmentations"),
-        (json.dumps({**PAPER_STYLE, "training": {**PAPER_STYLE["training"], "strategy": "train_hard"}}), "unknown strategy"),
-        (json.dumps({**PAPER_STYLE, "training": {**PAPER_STYLE["training"], "learning_rate": "fast"}}), "learning_rate"),
+        (
+            json.dumps({**PAPER_STYLE, "training": {**PAPER_STYLE["training"], "strategy": "train_hard"}}),
+            "unknown strategy",
+        ),
+        (
+            json.dumps({**PAPER_STYLE, "training": {**PAPER_STYLE["training"], "learning_rate": "fast"}}),
+            "learning_rate",
+        ),
         (json.dumps({**PAPER_STYLE, "training": {**PAPER_STYLE["training"], "learning_rate": 0.5}}), "learning_rate"),
-        (json.dumps({**PAPER_STYLE, "training": {**PAPER_STYLE["training"], "num_train_epochs": 2.5}}), "num_train_epochs"),
-        (json.dumps({**PAPER_STYLE, "data_generation": {**PAPER_STYLE["data_generation"], "use_size_augmentations": "yes"}}), "true or false"),
+        (
+            json.dumps({**PAPER_STYLE, "training": {**PAPER_STYLE["training"], "num_train_epochs": 2.5}}),
+            "num_train_epochs",
+        ),
+        (
+            json.dumps(
+                {**PAPER_STYLE, "data_generation": {**PAPER_STYLE["data_generation"], "use_size_augmentations": "yes"}}
+            ),
+            "true or false",
+        ),
         ('{"data_generation": {"use_basic', "no JSON object"),  # cut off mid-way, as a sampler at its token limit
     ],
 )
@@ -148,16 +162,25 @@ def test_ttt_data_follows_the_plan_dedupes_caps_and_counts_steps():
     augmented = training_documents(task, parse_self_edit(plan_json(("basic", "size"), "all", 1e-4, 1)), **rules)
     assert len(augmented.documents) > 3 and all(isinstance(d, str) for d in augmented.documents)
     assert len(set(augmented.documents)) == len(augmented.documents)
-    capped = training_documents(task, parse_self_edit(plan_json(("basic",), "output", 1e-4, 1)), **{**rules, "max_examples": 5})
+    capped = training_documents(
+        task, parse_self_edit(plan_json(("basic",), "output", 1e-4, 1)), **{**rules, "max_examples": 5}
+    )
     assert len(capped.documents) == 5 and capped.documents[:3] == plain.documents
-    too_long = training_documents(task, parse_self_edit(plan_json(("basic",), "output", 1e-4, 10)), **{**rules, "max_steps": 20})
+    too_long = training_documents(
+        task, parse_self_edit(plan_json(("basic",), "output", 1e-4, 10)), **{**rules, "max_steps": 20}
+    )
     assert not too_long.plan.valid and "optimiser steps" in too_long.plan.reason
 
 
 def test_loading_validates_grids_and_names_the_problem(tmp_path):
     assert to_grid([[0, 1], [2, 3]], "x") == ((0, 1), (2, 3))
-    for bad, message in [([[0, 10]], "not an integer 0-9"), ([[0, 1], [2]], "different lengths"),
-                         ([[0] * 31], "larger than 30x30"), ([], "non-empty"), ([[True]], "not an integer")]:  # fmt: skip
+    for bad, message in [
+        ([[0, 10]], "not an integer 0-9"),
+        ([[0, 1], [2]], "different lengths"),
+        ([[0] * 31], "larger than 30x30"),
+        ([], "non-empty"),
+        ([[True]], "not an integer"),
+    ]:
         with pytest.raises(DataError, match=message):
             to_grid(bad, "task x")
     path = tmp_path / "c.json"
@@ -179,9 +202,24 @@ def test_the_shipped_curated_sets_load_with_solutions(shared_data):
 # --- runs ------------------------------------------------------------------------------------------------
 
 
-TINY = ["--set", "model.dtype=float32", "--set", "adapt.lora.rank=4", "--set", "ttt.max_examples=4", "--set", "ttt.views=2",
-        "--set", "sampling.max_new_tokens=24", "--set", "ttt.max_output_tokens=24", "--set", "oracle.epochs=1",
-        "--set", "ttt.max_tokens=500"]  # fmt: skip
+TINY = [
+    "--set",
+    "model.dtype=float32",
+    "--set",
+    "adapt.lora.rank=4",
+    "--set",
+    "ttt.max_examples=4",
+    "--set",
+    "ttt.views=2",
+    "--set",
+    "sampling.max_new_tokens=24",
+    "--set",
+    "ttt.max_output_tokens=24",
+    "--set",
+    "oracle.epochs=1",
+    "--set",
+    "ttt.max_tokens=500",
+]
 
 
 def test_arc_eval_runs_records_every_pair_and_resumes(tiny_dir, tmp_path, monkeypatch):
@@ -201,7 +239,7 @@ def test_arc_eval_runs_records_every_pair_and_resumes(tiny_dir, tmp_path, monkey
 
     monkeypatch.setattr("seal.experiments.arc.train_and_score", no_more_work)
     monkeypatch.setattr("seal.experiments.arc.generate", no_more_work)
-    monkeypatch.setattr("seal.experiments.knowledge_steps.generate", no_more_work)
+    monkeypatch.setattr("seal.experiments.steps.generate", no_more_work)
     assert runner.invoke(app, args).exit_code == 0
     assert json.loads((out / "results.json").read_text()) == results
 

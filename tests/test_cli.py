@@ -9,6 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conftest import FakeJudge
 from seal.cli import app
 from seal.config import (
     ArcEvalConfig,
@@ -19,8 +20,6 @@ from seal.config import (
     KnowledgeTrainConfig,
     load_config,
 )
-
-from conftest import FakeJudge
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +40,8 @@ def recipe_class(path: Path):
     match = re.fullmatch(rf"# run: python3 -m seal (\w+ \w+) -c configs/{re.escape(path.name)}", first)
     assert match, f"{path.name}: first line must be '# run: python3 -m seal <command> -c configs/{path.name}'"
     return COMMAND_CONFIGS[match.group(1)]
+
+
 runner = CliRunner()
 
 
@@ -93,7 +94,7 @@ def test_eval_runs_records_and_resumes_without_redoing_work(tiny_dir, passages_f
         raise AssertionError("a resumed, finished run must not adapt again")
 
     monkeypatch.setattr("seal.experiments.knowledge_steps.adapt_batch", no_more_work)
-    monkeypatch.setattr("seal.experiments.knowledge_steps.generate", no_more_work)
+    monkeypatch.setattr("seal.experiments.steps.generate", no_more_work)
     second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output
     assert json.loads((out / "results.json").read_text()) == results
@@ -162,8 +163,13 @@ def test_a_chosen_passage_without_questions_is_one_clear_error(tiny_dir, passage
     no_questions.write_text(json.dumps(data))
     result = runner.invoke(app, tiny_eval_args(tiny_dir, no_questions, tmp_path / "run"))
     output = " ".join(result.output.split())
-    assert result.exit_code == 2 and "1 of the chosen passages have no questions to score, e.g. record 0 ('Paris')" in output
-    assert runner.invoke(app, tiny_eval_args(tiny_dir, no_questions, tmp_path / "run", "--passages", "1")).exit_code == 0
+    assert (
+        result.exit_code == 2
+        and "1 of the chosen passages have no questions to score, e.g. record 0 ('Paris')" in output
+    )
+    assert (
+        runner.invoke(app, tiny_eval_args(tiny_dir, no_questions, tmp_path / "run", "--passages", "1")).exit_code == 0
+    )
 
 
 def test_malformed_config_file_is_one_clear_error(tiny_dir, passages_file, tmp_path):
@@ -179,11 +185,22 @@ def test_a_judge_endpoint_that_fails_mid_run_ends_it_with_a_clear_error_and_the_
     tiny_dir, passages_file, judge_server, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    args = tiny_eval_args(tiny_dir, passages_file, tmp_path / "run", "--conditions", "base,passage", "--reward", "judge")
-    args += ["--set", f"judge.base_url={judge_server}", "--set", "judge.max_retries=0"]  # the fake's first reply is a 503
+    args = tiny_eval_args(
+        tiny_dir, passages_file, tmp_path / "run", "--conditions", "base,passage", "--reward", "judge"
+    )
+    args += [
+        "--set",
+        f"judge.base_url={judge_server}",
+        "--set",
+        "judge.max_retries=0",
+    ]  # the fake's first reply is a 503
     failed = runner.invoke(app, args)
     output = " ".join(failed.output.split())
-    assert failed.exit_code == 2 and "judge endpoint failed 1 times" in output and "re-run the same command to resume" in output
+    assert (
+        failed.exit_code == 2
+        and "judge endpoint failed 1 times" in output
+        and "re-run the same command to resume" in output
+    )
     assert "Traceback" not in output
     resumed = runner.invoke(app, args)
     assert resumed.exit_code == 0, resumed.output
@@ -195,7 +212,8 @@ def test_file_condition_needs_completions_for_every_passage(tiny_dir, passages_f
     other = tmp_path / "other.json"
     other.write_text(json.dumps([{"title": "Z", "context": "z", "questions": [], "completions": ["a"]}]))
     result = runner.invoke(
-        app, tiny_eval_args(tiny_dir, passages_file, tmp_path / "run", "--conditions", "file", "--self-edits", str(other))
+        app,
+        tiny_eval_args(tiny_dir, passages_file, tmp_path / "run", "--conditions", "file", "--self-edits", str(other)),
     )
     assert result.exit_code == 2 and "no completions for 2 evaluated passage(s)" in result.output
 
@@ -206,8 +224,20 @@ def test_every_recipe_parses(recipe):
 
 
 KNOWLEDGE_SMALL = ["--set", "adapt.epochs=1", "--set", "sampling.max_new_tokens=8", "--set", "answer.max_new_tokens=4"]
-ARC_SMALL = ["--set", "sampling.max_new_tokens=8", "--set", "ttt.views=1", "--set", "ttt.max_examples=2",
-             "--set", "ttt.max_output_tokens=16", "--set", "oracle.epochs=1", "--set", "ttt.max_tokens=500"]  # fmt: skip
+ARC_SMALL = [
+    "--set",
+    "sampling.max_new_tokens=8",
+    "--set",
+    "ttt.views=1",
+    "--set",
+    "ttt.max_examples=2",
+    "--set",
+    "ttt.max_output_tokens=16",
+    "--set",
+    "oracle.epochs=1",
+    "--set",
+    "ttt.max_tokens=500",
+]
 SMALL = {
     "knowledge eval": ["--passages", "1", *KNOWLEDGE_SMALL],
     "knowledge train": ["--train-passages", "2", "--eval-passages", "1", "--rounds", "1", "--k", "2", *KNOWLEDGE_SMALL],
@@ -290,7 +320,10 @@ def test_readme_python_api_examples_run(tiny_dir, tmp_path, monkeypatch):
 
     code = substituted(
         by_hand,
-        {'load_model("embedded")': f"load_model({str(tiny_dir)!r}, dtype='float32')", "max_new_tokens=160": "max_new_tokens=12"},
+        {
+            'load_model("embedded")': f"load_model({str(tiny_dir)!r}, dtype='float32')",
+            "max_new_tokens=160": "max_new_tokens=12",
+        },
     )
     namespace = {}
     exec(code, namespace)
@@ -320,8 +353,8 @@ def test_kept_adapters_load_with_peft_and_reproduce_the_adapted_answers(tiny_dir
     from peft import PeftModel
 
     from seal.domains import knowledge
+    from seal.engine.sampling import continuation_logprobs
     from seal.models import load_model
-    from seal.sampling import continuation_logprobs
 
     out = tmp_path / "run"
     args = tiny_eval_args(tiny_dir, passages_file, out, "--conditions", "passage", "--set", "adapt.keep_adapters=true")
@@ -355,7 +388,9 @@ def test_a_section_given_in_part_keeps_the_commands_defaults_for_the_rest(tmp_pa
         load_config(ArcEvalConfig, None, ["adapt.lora.rnak=8"])
 
 
-def test_grade_check_measures_a_local_grader_and_an_llm_judge_against_judged_answers(judge_server, tmp_path, monkeypatch):
+def test_grade_check_measures_a_local_grader_and_an_llm_judge_against_judged_answers(
+    judge_server, tmp_path, monkeypatch
+):
     rows = [
         ("Who won?", "Denver Broncos", "The Denver Broncos won.", True),
         ("Who won?", "Denver Broncos", "The Broncos.", True),  # containment misses it
@@ -363,7 +398,9 @@ def test_grade_check_measures_a_local_grader_and_an_llm_judge_against_judged_ans
         ("Where?", "Santa Clara", "Santa Clara, I think not.", False),  # containment says yes
     ]
     judged = tmp_path / "judged.jsonl"
-    judged.write_text("".join(json.dumps({"question": q, "gold": g, "answer": a, "verdict": v}) + "\n" for q, g, a, v in rows))
+    judged.write_text(
+        "".join(json.dumps({"question": q, "gold": g, "answer": a, "verdict": v}) + "\n" for q, g, a, v in rows)
+    )
 
     result = runner.invoke(app, ["grade-check", str(judged), "--grader", "contains", "--part", "all"])
     assert result.exit_code == 0, result.output
@@ -372,7 +409,18 @@ def test_grade_check_measures_a_local_grader_and_an_llm_judge_against_judged_ans
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setattr("seal.grading.judge.time.sleep", lambda s: None)
-    args = ["grade-check", str(judged), "--grader", "judge", "--part", "all", "--judge-url", judge_server, "--judge-model", "m"]
+    args = [
+        "grade-check",
+        str(judged),
+        "--grader",
+        "judge",
+        "--part",
+        "all",
+        "--judge-url",
+        judge_server,
+        "--judge-model",
+        "m",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "0.500" in result.output  # the loopback judge grades by containment too

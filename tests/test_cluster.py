@@ -13,9 +13,9 @@ from ray.cluster_utils import Cluster
 
 from seal import cluster as seal_cluster
 from seal.config import ArcEvalConfig, ExecutorConfig, KnowledgeTrainConfig, ModelConfig, load_config
+from seal.engine.loop import adapt_batch
 from seal.experiments.arc import ArcEval
 from seal.experiments.knowledge_train import KnowledgeTrain
-from seal.loop import adapt_batch
 from seal.models import ModelLoadError, ModelOnDemand
 
 
@@ -56,11 +56,27 @@ def records(run) -> dict:
 
 def knowledge_cfg(tiny_dir, files, executor: str) -> KnowledgeTrainConfig:
     sets = [
-        f"model.name={tiny_dir}", f"train_data={files[0]}", f"eval_data={files[1]}", "train_passages=3",
-        "eval_passages=2", "rounds=1", "sampling.k=2", "adapt.epochs=2", "adapt.lora.rank=4", "adapt.slots=2", "adapt.refill=1",
-        "policy.lora.rank=4", "sampling.max_new_tokens=16", "answer.max_new_tokens=6", "model.dtype=float32",
-        "reward=loglik", "policy.lr=1e-2", "policy.batch_size=1", f"executor.kind={executor}", "executor.workers=2",
-    ]  # fmt: skip
+        f"model.name={tiny_dir}",
+        f"train_data={files[0]}",
+        f"eval_data={files[1]}",
+        "train_passages=3",
+        "eval_passages=2",
+        "rounds=1",
+        "sampling.k=2",
+        "adapt.epochs=2",
+        "adapt.lora.rank=4",
+        "adapt.slots=2",
+        "adapt.refill=1",
+        "policy.lora.rank=4",
+        "sampling.max_new_tokens=16",
+        "answer.max_new_tokens=6",
+        "model.dtype=float32",
+        "reward=loglik",
+        "policy.lr=1e-2",
+        "policy.batch_size=1",
+        f"executor.kind={executor}",
+        "executor.workers=2",
+    ]
     return load_config(KnowledgeTrainConfig, None, sets)
 
 
@@ -73,7 +89,9 @@ def knowledge_files(tmp_path, passages3):
     return train, held_out
 
 
-def test_a_rest_em_round_on_ray_records_what_the_local_executor_records(ray_cluster, one_thread, tiny_dir, knowledge_files, tmp_path):
+def test_a_rest_em_round_on_ray_records_what_the_local_executor_records(
+    ray_cluster, one_thread, tiny_dir, knowledge_files, tmp_path
+):
     local = KnowledgeTrain(knowledge_cfg(tiny_dir, knowledge_files, "local"), tmp_path / "local")
     local_results = local.run()
     remote = KnowledgeTrain(knowledge_cfg(tiny_dir, knowledge_files, "ray"), tmp_path / "ray")
@@ -105,7 +123,9 @@ def test_an_actor_killed_mid_round_is_replaced_and_the_run_ends_with_the_same_re
 ):
     reference = KnowledgeTrain(knowledge_cfg(tiny_dir, knowledge_files, "local"), tmp_path / "local")
     reference.run()
-    killed = lose_a_worker_mid_round(monkeypatch, seal_cluster.RayExecutor, lambda actor: ray.kill(actor, no_restart=True))
+    killed = lose_a_worker_mid_round(
+        monkeypatch, seal_cluster.RayExecutor, lambda actor: ray.kill(actor, no_restart=True)
+    )
     run = KnowledgeTrain(knowledge_cfg(tiny_dir, knowledge_files, "ray"), tmp_path / "ray")
     run.run()
     assert killed and run.executor.replaced == 1
@@ -155,7 +175,9 @@ def test_a_worker_process_that_cannot_load_the_model_raises_the_loading_error(tm
 
 
 def test_an_error_in_a_worker_process_is_raised_in_the_driver_and_the_worker_serves_on(tiny_dir):
-    executor = seal_cluster.make_executor(ExecutorConfig(kind="processes", workers=1), ModelOnDemand(ModelConfig(name=str(tiny_dir))))
+    executor = seal_cluster.make_executor(
+        ExecutorConfig(kind="processes", workers=1), ModelOnDemand(ModelConfig(name=str(tiny_dir)))
+    )
     try:
         with pytest.raises(TypeError, match="not subscriptable") as raised:
             list(executor.map(operator.getitem, [0]))  # fn(lm, 0): lm[0]
@@ -167,9 +189,20 @@ def test_an_error_in_a_worker_process_is_raised_in_the_driver_and_the_worker_ser
 
 
 def arc_cfg(tiny_dir, executor: str) -> ArcEvalConfig:
-    sets = [f"model.name={tiny_dir}", "data.ids=[59341089, 66e6c45b]", "k=1", "model.dtype=float32",
-            "adapt.lora.rank=4", "ttt.max_examples=4", "ttt.views=2", "sampling.max_new_tokens=24",
-            "ttt.max_output_tokens=24", "oracle.epochs=1", "ttt.max_tokens=500", f"executor.kind={executor}"]  # fmt: skip
+    sets = [
+        f"model.name={tiny_dir}",
+        "data.ids=[59341089, 66e6c45b]",
+        "k=1",
+        "model.dtype=float32",
+        "adapt.lora.rank=4",
+        "ttt.max_examples=4",
+        "ttt.views=2",
+        "sampling.max_new_tokens=24",
+        "ttt.max_output_tokens=24",
+        "oracle.epochs=1",
+        "ttt.max_tokens=500",
+        f"executor.kind={executor}",
+    ]
     return load_config(ArcEvalConfig, None, sets)
 
 

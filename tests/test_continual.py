@@ -26,7 +26,11 @@ def test_continual_records_the_lower_triangle_for_both_arms_and_resumes(tiny_dir
     assert set(results["arms"]) == {"none", "replay"}
     for arm in results["arms"].values():
         matrix = arm["matrix"]
-        assert [[x is not None for x in row] for row in matrix] == [[True, False, False], [True, True, False], [True, True, True]]
+        assert [[x is not None for x in row] for row in matrix] == [
+            [True, False, False],
+            [True, True, False],
+            [True, True, True],
+        ]
     # Step 0 is the same in both arms (nothing to replay yet); later steps differ by the replayed documents.
     none, replay = results["arms"]["none"]["matrix"], results["arms"]["replay"]["matrix"]
     assert none[0][0] == replay[0][0] and none[2] != replay[2]
@@ -38,7 +42,7 @@ def test_continual_records_the_lower_triangle_for_both_arms_and_resumes(tiny_dir
         raise AssertionError("a finished run must not redo work")
 
     monkeypatch.setattr("seal.experiments.knowledge_continual.train_adapters", no_more_work)
-    monkeypatch.setattr("seal.experiments.knowledge_steps.generate", no_more_work)
+    monkeypatch.setattr("seal.experiments.steps.generate", no_more_work)
     assert runner.invoke(app, continual_args(tiny_dir, passages3, out)).exit_code == 0
     assert json.loads((out / "results.json").read_text()) == results
 

@@ -21,7 +21,7 @@ def test_embedded_model_loads_and_answers(embedded):
     assert embedded.model.config.model_type == "llama" and embedded.model.config.num_hidden_layers == 30
     assert sum(p.numel() for p in embedded.model.parameters()) == pytest.approx(134.5e6, rel=0.01)
     prompt = embedded.format_prompt("What is the capital of France? Answer in one word.")
-    from seal.sampling import generate
+    from seal.engine.sampling import generate
 
     assert "paris" in generate(embedded, [prompt], max_new_tokens=8)[0].lower()
 
@@ -51,8 +51,8 @@ def test_bf16_and_fp32_agree_on_greedy_answers_and_likelihoods(embedded, shared_
     """Mixed precision is safe here: same greedy answers on a fixed example, gold log-likelihoods within 5%."""
     import torch
 
+    from seal.engine.sampling import continuation_logprobs, generate
     from seal.experiments.knowledge_steps import probes_for
-    from seal.sampling import continuation_logprobs, generate
 
     fp32 = load_model("embedded", dtype="float32")
     bf16 = load_model("embedded", dtype="bfloat16")
@@ -61,6 +61,8 @@ def test_bf16_and_fp32_agree_on_greedy_answers_and_likelihoods(embedded, shared_
     probes = probes_for(fp32, passage, in_context=True)[:3]
     answers = [generate(lm, [p.prompt for p in probes], max_new_tokens=12, stop_at_newline=True) for lm in (fp32, bf16)]
     assert answers[0] == answers[1]
-    scores = [continuation_logprobs(lm, [p.prompt for p in probes], [p.continuation for p in probes]) for lm in (fp32, bf16)]
+    scores = [
+        continuation_logprobs(lm, [p.prompt for p in probes], [p.continuation for p in probes]) for lm in (fp32, bf16)
+    ]
     for (lp32, _), (lp16, _) in zip(*scores):
         assert abs(lp32 - lp16) <= 0.05 * abs(lp32)

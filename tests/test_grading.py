@@ -1,9 +1,8 @@
 import pytest
 
+from conftest import FakeJudge
 from seal.config import JudgeConfig
 from seal.grading import JudgeError, LLMJudge, exact_match, normalize, token_f1
-
-from conftest import FakeJudge
 
 
 @pytest.mark.parametrize(

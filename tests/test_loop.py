@@ -1,7 +1,8 @@
 import pytest
 
 from seal.config import AdaptConfig, AnswerConfig, LoraConfig
-from seal.loop import AdaptJob, Probe, adapt_batch, job_batches, work_batches
+from seal.engine.loop import AdaptJob, adapt_batch, job_batches, work_batches
+from seal.engine.scoring import Probe
 
 FACTS = [
     ["The Denver Broncos won Super Bowl 50.", "Levi's Stadium is in Santa Clara."],
@@ -12,7 +13,9 @@ FACTS = [
 
 
 def jobs() -> list[AdaptJob]:
-    probe = Probe("Who won Super Bowl 50?", "the Denver Broncos", "Q: Who won Super Bowl 50?\nA:", " the Denver Broncos")
+    probe = Probe(
+        "Who won Super Bowl 50?", "the Denver Broncos", "Q: Who won Super Bowl 50?\nA:", " the Denver Broncos"
+    )
     return [AdaptJob(f"job/{i}", docs, [probe], seed=i) for i, docs in enumerate(FACTS)]
 
 
@@ -43,7 +46,10 @@ def test_plans_are_grouped_by_the_optimiser_steps_they_take():
     """ARC self-edits choose their epochs: 2 documents x 5 epochs is longer than 4 documents x 1."""
     from types import SimpleNamespace
 
-    plans = [SimpleNamespace(key=f"p{i}", documents=["d"] * n, epochs=e) for i, (n, e) in enumerate([(4, 1), (2, 5), (3, 1), (1, 6)])]
+    plans = [
+        SimpleNamespace(key=f"p{i}", documents=["d"] * n, epochs=e)
+        for i, (n, e) in enumerate([(4, 1), (2, 5), (3, 1), (1, 6)])
+    ]
     by_documents = job_batches(plans, 2)
     by_steps = job_batches(plans, 2, steps=lambda p: len(p.documents) * p.epochs)
     assert [[p.key for p in b] for b in by_documents] == [["p0", "p2"], ["p1", "p3"]]

@@ -43,7 +43,9 @@ def test_output_layer_gets_a_contiguous_input(tiny_dir):
     head makes its input contiguous first."""
     lm = load_model(str(tiny_dir), dtype="float32", device="cpu")
     seen = []
-    lm.model.get_output_embeddings().register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    lm.model.get_output_embeddings().register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].is_contiguous())
+    )
     batch = lm.tokenizer(["The capital of France", "Paris"], return_tensors="pt", padding=True)
     lm.model.generate(**batch, max_new_tokens=2, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
     assert seen and all(seen)

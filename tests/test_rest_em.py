@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_tiny_model
 from typer.testing import CliRunner
 
+from conftest import build_tiny_model
 from seal import policy
 from seal.cli import app
 from seal.config import PolicyConfig
+from seal.engine.sampling import continuation_logprobs
 from seal.models import LoadedModel
 from seal.policy import select
-from seal.sampling import continuation_logprobs
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -38,13 +38,19 @@ def test_best_of_k_prefers_any_gain_over_none_and_keeps_the_best_even_without_ga
 
 def _examples(lm):
     return [
-        policy.SFTExample(lm.format_prompt("Implications of the passage about Paris:\n"), "1. Paris is the capital of France."),
-        policy.SFTExample(lm.format_prompt("Implications of the passage about Denver:\n"), "1. The Broncos won the game."),
+        policy.SFTExample(
+            lm.format_prompt("Implications of the passage about Paris:\n"), "1. Paris is the capital of France."
+        ),
+        policy.SFTExample(
+            lm.format_prompt("Implications of the passage about Denver:\n"), "1. The Broncos won the game."
+        ),
     ]
 
 
 def _loglik(lm, examples):
-    return sum(lp for lp, _ in continuation_logprobs(lm, [e.prompt for e in examples], [e.completion for e in examples]))
+    return sum(
+        lp for lp, _ in continuation_logprobs(lm, [e.prompt for e in examples], [e.completion for e in examples])
+    )
 
 
 def test_sft_on_kept_self_edits_raises_their_likelihood_and_only_touches_the_merged_weights(tiny_lm):
@@ -66,7 +72,9 @@ def test_micro_batching_and_checkpointing_do_not_change_the_optimiser_step(tiny_
     weights = []
     for micro, checkpointing in ((1, False), (2, False), (2, True)):
         lm = LoadedModel(build_tiny_model(len(tiny_lm.tokenizer)), tiny_lm.tokenizer, "tiny", False)
-        cfg = PolicyConfig(lr=1e-2, epochs=1, batch_size=2, micro_batch_size=micro, activation_checkpointing=checkpointing)
+        cfg = PolicyConfig(
+            lr=1e-2, epochs=1, batch_size=2, micro_batch_size=micro, activation_checkpointing=checkpointing
+        )
         cfg.lora.rank = 4
         model, _ = policy.sft(lm, _examples(lm), cfg, seed=0)
         # off again after: the inner loop's packed batches cannot be recomputed outside their forward pass
@@ -110,8 +118,15 @@ def train_and_eval_files(tmp_path):
         passage("Seine", "The Seine flows through Paris.", "Which river flows through Paris?", "the Seine"),
     ]
     held_out = [
-        passage("Levi's Stadium", "Super Bowl 50 was played at Levi's Stadium.", "Where was Super Bowl 50?", "Levi's Stadium"),
-        passage("Santa Clara", "Levi's Stadium is in Santa Clara, California.", "Where is Levi's Stadium?", "Santa Clara"),
+        passage(
+            "Levi's Stadium",
+            "Super Bowl 50 was played at Levi's Stadium.",
+            "Where was Super Bowl 50?",
+            "Levi's Stadium",
+        ),
+        passage(
+            "Santa Clara", "Levi's Stadium is in Santa Clara, California.", "Where is Levi's Stadium?", "Santa Clara"
+        ),
     ]
     paths = tmp_path / "train.json", tmp_path / "eval.json"
     for path, data in zip(paths, (train, held_out)):
@@ -148,7 +163,7 @@ def test_train_runs_two_rounds_reports_and_resumes_without_work(tiny_dir, train_
     def no_more_work(*args, **kwargs):
         raise AssertionError("a finished run must not redo work")
 
-    for target in ("experiments.knowledge_steps.adapt_batch", "experiments.knowledge_steps.generate", "policy.sft"):
+    for target in ("experiments.knowledge_steps.adapt_batch", "experiments.steps.generate", "policy.sft"):
         monkeypatch.setattr(f"seal.{target}", no_more_work)
     again = runner.invoke(app, train_args(tiny_dir, train_and_eval_files, out))
     assert again.exit_code == 0, again.output
@@ -196,8 +211,10 @@ def _without_times(value):
 def _records(out: Path) -> dict:
     """Everything a run recorded except wall times."""
     db = sqlite3.connect(out / "store.sqlite")
-    rows = {(kind, key): _without_times(json.loads(value))
-            for kind, key, value in db.execute("SELECT kind, key, value FROM records WHERE kind != 'timing'")}  # fmt: skip
+    rows = {
+        (kind, key): _without_times(json.loads(value))
+        for kind, key, value in db.execute("SELECT kind, key, value FROM records WHERE kind != 'timing'")
+    }
     db.close()
     return rows
 
@@ -251,4 +268,3 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_records(tiny_dir, train_a
     results = [_without_times(json.loads((d / "results.json").read_text())) for d in (reference, killed)]
     assert results[0] == results[1]
     assert [p.name for p in (killed / "policy").iterdir()] == ["round-1"]  # no half-written checkpoint left
-

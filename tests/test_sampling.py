@@ -2,7 +2,7 @@
 
 import torch
 
-from seal.sampling import continuation_logprobs
+from seal.engine.sampling import continuation_logprobs
 
 PROMPTS = ["Question: Who won the game?\nAnswer:", "The capital", "Topic: Geography. The capital of France is", "0"]
 CONTINUATIONS = [" the Denver Broncos", " of France is Paris; the Seine flows through it.", " Paris", ""]

@@ -1,13 +1,12 @@
 import pytest
 import torch
 
-from seal.adapters import AdapterBank
-from seal.config import AdaptConfig, LoraConfig
-from seal.packing import pack, packed_forward
-from seal.sampling import continuation_logprobs
-from seal.training import TrainJob, train_adapters
-
 from conftest import build_tiny_model
+from seal.config import AdaptConfig, LoraConfig
+from seal.engine.adapters import AdapterBank
+from seal.engine.packing import pack, packed_forward
+from seal.engine.sampling import continuation_logprobs
+from seal.engine.training import TrainJob, train_adapters
 
 DOCS = [
     ["The Denver Broncos won Super Bowl 50.", "Levi's Stadium is in Santa Clara."],
@@ -22,10 +21,14 @@ def small_cfg(**kw) -> AdaptConfig:
 
 def test_packed_forward_matches_separate_forwards(tiny_lm):
     tok = tiny_lm.tokenizer
-    seqs = [(tok(d).input_ids, [True] * len(tok(d).input_ids)) for d in ["The capital of France", "Paris is in France."]]
+    seqs = [
+        (tok(d).input_ids, [True] * len(tok(d).input_ids)) for d in ["The capital of France", "Paris is in France."]
+    ]
     batch = pack(seqs, torch.device("cpu"))
     with packed_forward(tiny_lm.model, batch["lengths"]):
-        packed = tiny_lm.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        packed = tiny_lm.model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits[0]
     separate = torch.cat([tiny_lm.model(input_ids=torch.tensor([ids])).logits[0] for ids, _ in seqs])
     torch.testing.assert_close(packed, separate, atol=1e-5, rtol=1e-4)
 
@@ -34,17 +37,22 @@ def test_packed_forward_matches_separate_forwards(tiny_lm):
 def test_grouped_and_block_masked_adapter_paths_agree(tiny_lm, monkeypatch, dtype):
     """Packed sequences through their own slots by grouped matmuls (where torch has them) or by the
     block mask (elsewhere): the same outputs and the same adapter gradients."""
-    import seal.adapters
+    import seal.engine.adapters
 
     bank = AdapterBank(tiny_lm.model, LoraConfig(rank=8, alpha=16), slots=3)
     torch.manual_seed(0)
     with torch.no_grad():
         bank.flat.normal_(0, 0.1)
     tok = tiny_lm.tokenizer
-    seqs = [(tok(d).input_ids, [True] * len(tok(d).input_ids)) for d in ["The capital of France", "Paris is in France.", "Who won?"]]
+    seqs = [
+        (tok(d).input_ids, [True] * len(tok(d).input_ids))
+        for d in ["The capital of France", "Paris is in France.", "Who won?"]
+    ]
     batch = pack(seqs, torch.device("cpu"))
     layer = next(iter(bank.layers.values()))
-    assert seal.adapters._grouped_mm_works(torch.device("cpu"), dtype, layer.lora_A.shape[-1], 8, layer.lora_B.shape[1])
+    assert seal.engine.adapters._grouped_mm_works(
+        torch.device("cpu"), dtype, layer.lora_A.shape[-1], 8, layer.lora_B.shape[1]
+    )
 
     def run():
         bank.flat_grad.zero_()
@@ -52,12 +60,14 @@ def test_grouped_and_block_masked_adapter_paths_agree(tiny_lm, monkeypatch, dtyp
             p.requires_grad_(True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
             with bank.route([2, 0, 1], batch["lengths"]), packed_forward(tiny_lm.model, batch["lengths"]):
-                logits = tiny_lm.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+                logits = tiny_lm.model(
+                    input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+                ).logits
         logits.float().square().mean().backward()
         return logits.detach().float(), bank.flat_grad.clone()
 
     grouped = run()
-    monkeypatch.setattr(seal.adapters, "_grouped_mm_works", lambda *args: False)
+    monkeypatch.setattr(seal.engine.adapters, "_grouped_mm_works", lambda *args: False)
     masked = run()
     tolerance = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
     torch.testing.assert_close(grouped[0], masked[0], **tolerance)
@@ -92,7 +102,11 @@ ARC_LIKE = [("Question: Who won?\nAnswer:", " the Denver Broncos"), ("Topic: Geo
         # ARC-style: completion-only documents, per-job lr/epochs, batch 2, cosine with warm-up.
         (
             small_cfg(batch_size=2, schedule="cosine", warmup_ratio=0.25),
-            [TrainJob(DOCS[0] + ARC_LIKE, seed=1, lr=5e-3, epochs=2), TrainJob(ARC_LIKE, seed=2, epochs=4), TrainJob(DOCS[1], seed=3)],
+            [
+                TrainJob(DOCS[0] + ARC_LIKE, seed=1, lr=5e-3, epochs=2),
+                TrainJob(ARC_LIKE, seed=2, epochs=4),
+                TrainJob(DOCS[1], seed=3),
+            ],
         ),
     ],
     ids=["paper-knowledge", "batch2-cosine-per-job"],
@@ -129,7 +143,7 @@ def test_routing_scores_each_row_with_its_own_adapter(tiny_lm):
 def test_train_flops_count_each_frozen_weight_once_and_only_the_tokens_own_slot(tiny_lm):
     """The benchmark's FLOP accounting: K slots cost a token no more useful work than one, and
     one slot's weights are the weights of one peft adapter."""
-    from seal.baseline import fresh_peft_model
+    from seal.engine.plain import fresh_peft_model
 
     cfg = small_cfg()
     frozen = sum(p.numel() for p in tiny_lm.model.parameters())  # the tied head: the embedding's one matmul
@@ -150,7 +164,7 @@ def test_train_flops_count_each_frozen_weight_once_and_only_the_tokens_own_slot(
 
 def test_batched_engine_matches_a_plain_peft_adapter_trained_alone(tiny_lm):
     """Same init, same document order, same optimiser: the engine's slot equals the straightforward way."""
-    from seal.baseline import fresh_peft_model, train_peft_adapter
+    from seal.engine.plain import fresh_peft_model, train_peft_adapter
 
     cfg, docs = small_cfg(), DOCS[1]
     fresh = fresh_peft_model(tiny_lm, 7, cfg)

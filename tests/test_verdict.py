@@ -1,7 +1,7 @@
 import pytest
 
-from seal.grading import verdict
 from seal.domains.knowledge import DataError, load_passages
+from seal.grading import verdict
 from seal.grading.check import Judged, agreement, calibration_rows, load_judged, split
 from seal.grading.verdict import FEATURES, VerdictModel, canonical_tokens, features, fit, main_answer
 
@@ -53,27 +53,59 @@ def test_main_answer_drops_the_text_the_model_ran_into():
     "gold, answer, question, expected",
     [
         # taken from the calibration data (GPT-4.1 verdicts)
-        ("a cryptophyte", "The chloroplasts in the Dinophysis chloroplast nucleomorph came from a cryptophyte.", "", 1.0),
+        (
+            "a cryptophyte",
+            "The chloroplasts in the Dinophysis chloroplast nucleomorph came from a cryptophyte.",
+            "",
+            1.0,
+        ),
         ("three", "Thomas Davis had torn his ACL three times in his career.", "", 1.0),
         ("Santa Clara University", "", "", 0.0),
-        ("journalism", "Maududi was primarily a writer and then an intellectual leader in the Islamist movement.", "", 0.0),
+        (
+            "journalism",
+            "Maududi was primarily a writer and then an intellectual leader in the Islamist movement.",
+            "",
+            0.0,
+        ),
         ("fifty", "There have been over 50 studies showing a connection between inequality and violence.", "", 1.0),
-        ("the European Parliament and the Council of the European Union", "The European Parliament and the Council of the European Union", "", 1.0),
+        (
+            "the European Parliament and the Council of the European Union",
+            "The European Parliament and the Council of the European Union",
+            "",
+            1.0,
+        ),
         ("Denver Broncos", "The Carolina Panthers won the game.", "Who won Super Bowl 50?", 0.0),
-        ("October 12, 1943", "The sale of NBC Blue to Edward John Noble was authorized on September 12, 1943.", "", 0.0),
-        ("Super Bowl XXXIII", "John Elway won Super Bowl 33 at the age of 38.", "Which Super Bowl did Elway win at 38 years old?", 1.0),
+        (
+            "October 12, 1943",
+            "The sale of NBC Blue to Edward John Noble was authorized on September 12, 1943.",
+            "",
+            0.0,
+        ),
+        (
+            "Super Bowl XXXIII",
+            "John Elway won Super Bowl 33 at the age of 38.",
+            "Which Super Bowl did Elway win at 38 years old?",
+            1.0,
+        ),
     ],
 )
 def test_tricky_verdicts(gold, answer, question, expected):
-    assert verdict(gold, answer, question) == expected
+    assert verdict(question, gold, answer) == expected
 
 
 def test_verdict_is_deterministic_and_bounded():
-    args = ("Paris", "It is Paris.", "What is the capital of France?")
+    args = ("What is the capital of France?", "Paris", "It is Paris.")
     assert verdict(*args) == verdict(*args) == 1.0
 
 
-RELEASE_JUDGED = ["eval/naive.json", "train/rank_iter0.json", "cpt/cpt_base.json", "cpt/cpt_naive.json", "cpt/cpt_gpt4_1.json", "cpt/cpt_iter2.json"]
+RELEASE_JUDGED = [
+    "eval/naive.json",
+    "train/rank_iter0.json",
+    "cpt/cpt_base.json",
+    "cpt/cpt_naive.json",
+    "cpt/cpt_gpt4_1.json",
+    "cpt/cpt_iter2.json",
+]
 
 
 def release_calibration(shared_data):
@@ -118,7 +150,11 @@ def test_repeated_answers_take_the_majority_verdict():
     more = [row("Denver", False), row("Denver ", True), row("Denver", True), row("the Broncos", False),
             row("y", True, group="held"), row("z", True, question="Where?")]  # fmt: skip
     rows = calibration_rows([row("Broncos", True)], held_out, more)
-    assert {(r.answer.strip(), r.verdict) for r in rows} == {("Broncos", True), ("Denver", True), ("the Broncos", False)}
+    assert {(r.answer.strip(), r.verdict) for r in rows} == {
+        ("Broncos", True),
+        ("Denver", True),
+        ("the Broncos", False),
+    }
 
 
 def test_a_cpt_result_reads_its_questions_from_the_evaluated_passages(shared_data):
@@ -130,7 +166,9 @@ def test_a_cpt_result_reads_its_questions_from_the_evaluated_passages(shared_dat
         load_judged(cpt, passages[:10])
     rows = load_judged(cpt, passages)
     assert len(rows) == 2 * 974
-    base = {(r.question, r.answer.strip()) for r in load_judged(shared_data / "reference-results" / "eval" / "base.json")}
+    base = {
+        (r.question, r.answer.strip()) for r in load_judged(shared_data / "reference-results" / "eval" / "base.json")
+    }
     # the unadapted model answers greedily: most baseline answers repeat base.json's for the same question
     assert sum((r.question, r.answer.strip()) in base for r in rows[::2]) > 0.7 * 974
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from seal.config import ExecutorConfig, ModelConfig
-from seal.models import LoadedModel, load_model, load_tokenizer_view
+from seal.models import LoadedModel, load_from, load_tokenizer_view
 
 AdapterFiles = tuple[str, dict[str, bytes]]  # (name, file name -> content) of one policy round's adapter
 
@@ -53,8 +53,22 @@ class Executor(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> Executor: ...
 
-class LocalExecutor:
+    def __exit__(self, *exc) -> None: ...
+
+
+class _Closing:
+    """`with executor:` closes it (its workers stop) however the block ends."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LocalExecutor(_Closing):
     def __init__(self, source: ModelSource):
         self.source = source
 
@@ -87,8 +101,8 @@ class Worker:
 
         digests = [_digest(files) for _, files in adapters]
         if self.lm is None or digests[: len(self.merged)] != self.merged:
-            self.lm, self.merged = load_model(self.cfg.name, self.cfg.dtype, chat_template=self.cfg.chat_template), []
-        for (name, files), digest in list(zip(adapters, digests))[len(self.merged) :]:
+            self.lm, self.merged = load_from(self.cfg), []
+        for (_, files), digest in list(zip(adapters, digests))[len(self.merged) :]:
             with tempfile.TemporaryDirectory() as tmp:
                 for file_name, content in files.items():
                     (Path(tmp) / file_name).write_bytes(content)
@@ -117,7 +131,7 @@ class ExecutorFailed(RuntimeError):
     while starting. What the run stored so far stays; the same command resumes it."""
 
 
-class PoolExecutor(ABC):
+class PoolExecutor(_Closing, ABC):
     """A pool of workers, each holding the model once, one item in flight per worker. A worker
     that dies is replaced and its item runs again first, on the replacement; nothing is yielded
     (so nothing recorded) before a result reaches the driver. Subclasses say how a worker
@@ -282,7 +296,9 @@ class ProcessExecutor(PoolExecutor):
     def _start(self) -> _Process:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
         conn, child = context.Pipe()
-        process = context.Process(target=_serve, args=(child, self.source.cfg, int(self.cfg.cpus_per_worker)), daemon=True)
+        process = context.Process(
+            target=_serve, args=(child, self.source.cfg, int(self.cfg.cpus_per_worker)), daemon=True
+        )
         process.start()
         child.close()  # so the driver's end reads EOF when the worker dies
         return _Process(process, conn)

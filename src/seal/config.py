@@ -13,7 +13,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-PAPER_KNOWLEDGE_TARGETS = ["q_proj", "v_proj"]
 
 
 class Section(BaseModel):
@@ -39,13 +38,21 @@ class SamplingConfig(Section):
 
 
 class LoraConfig(Section):
-    rank: int = Field(32, ge=1)
-    alpha: float = 64.0
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    rank: int = Field(32, ge=1, description="LoRA rank r")
+    alpha: float = Field(64.0, description="LoRA alpha (the update is scaled by alpha / rank)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA input")
     targets: list[str] = Field(
         default_factory=lambda: list(ALL_PROJECTIONS),
         description="module names to adapt; the paper's knowledge runs used q_proj,v_proj only",
     )
+
+    def to_peft(self):
+        """The same adapter as a peft `LoraConfig` (imported here: peft is heavy, configs are read everywhere)."""
+        from peft import LoraConfig as PeftLoraConfig
+
+        return PeftLoraConfig(
+            r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=self.targets
+        )
 
 
 class AdaptConfig(Section):
@@ -56,8 +63,12 @@ class AdaptConfig(Section):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = 0.0
     max_grad_norm: float = Field(1.0, description="per-adapter clipping, as HF Trainer's default; 0 disables")
-    batch_size: int = Field(1, ge=1, description="documents per optimiser step of each adapter (paper: 1 knowledge, 2 ARC)")
-    schedule: Literal["linear", "cosine"] = Field("linear", description="learning-rate decay over each adapter's own steps")
+    batch_size: int = Field(
+        1, ge=1, description="documents per optimiser step of each adapter (paper: 1 knowledge, 2 ARC)"
+    )
+    schedule: Literal["linear", "cosine"] = Field(
+        "linear", description="learning-rate decay over each adapter's own steps"
+    )
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of each adapter's steps spent warming up")
     max_doc_tokens: int = Field(512, ge=8, description="documents are truncated to this many tokens")
     loss_on_padding: bool = Field(
@@ -65,9 +76,7 @@ class AdaptConfig(Section):
         description="paper quirk: pad every document to pad_to tokens and train on the padding too",
     )
     pad_to: int = Field(128, ge=8, description="document length when loss_on_padding is on")
-    slots: int = Field(
-        15, ge=1, description="adapters trained together in one batched pass (the fast engine)"
-    )
+    slots: int = Field(15, ge=1, description="adapters trained together in one batched pass (the fast engine)")
     refill: int = Field(
         1,
         ge=1,
@@ -134,11 +143,12 @@ class KnowledgeEvalConfig(KnowledgeRunConfig):
     data: str = Field("../shared/data/squad/squad_val.json", description="passages file (SEAL format)")
     passages: int | None = Field(20, description="number of passages; None = all")
     paper_subset: bool = Field(True, description="take the first N after random.seed(42) shuffle")
-    conditions: list[str] = Field(default_factory=lambda: ["base", "in-context", "passage", "implications"])
-    self_edits_file: str | None = Field(None, description="file with `completions` for the 'file' condition")
-    reward: str = Field(
-        "verdict", description="metric used as reward: verdict (local, agrees with the paper's judge), em, f1, loglik or judge"
+    conditions: list[str] = Field(
+        default_factory=lambda: ["base", "in-context", "passage", "implications"],
+        description="base, in-context, passage, file, or a self-edit variant (implications, rewrite, self-qa, ...)",
     )
+    self_edits_file: str | None = Field(None, description="file with `completions` for the 'file' condition")
+    reward: str = Field("verdict", description="the metric a self-edit's gain over the unadapted model is measured in")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
 
@@ -146,12 +156,15 @@ class PolicyConfig(Section):
     """The ReST-EM M-step: supervised fine-tuning of the policy on (prompt, kept self-edit), then a merge."""
 
     lora: LoraConfig = Field(
-        default_factory=lambda: LoraConfig(rank=64, alpha=128.0), description="paper: r=64, alpha=128, all linear layers"
+        default_factory=lambda: LoraConfig(rank=64, alpha=128.0),
+        description="paper: r=64, alpha=128, all linear layers",
     )
     lr: float = Field(3e-4, gt=0)
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(10, ge=1, description="examples per optimiser step (paper: effective batch 10)")
-    micro_batch_size: int = Field(10, ge=1, description="examples per forward pass; gradients accumulate up to batch_size")
+    micro_batch_size: int = Field(
+        10, ge=1, description="examples per forward pass; gradients accumulate up to batch_size"
+    )
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
     max_grad_norm: float = 1.0
     max_tokens: int = Field(2048, ge=16, description="prompt + self-edit truncated to this many tokens")
@@ -176,14 +189,18 @@ class KnowledgeTrainConfig(KnowledgeRunConfig):
     rounds: int = Field(2, ge=1, description="ReST-EM rounds (paper: 2)")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(k=5), description="paper: k=5 per passage")
     eval_k: int = Field(1, ge=1, description="self-edits per held-out passage when evaluating a policy")
-    repeats: int = Field(1, ge=1, description="adapt-and-score each self-edit this many times (different seeds), averaged")
+    repeats: int = Field(
+        1, ge=1, description="adapt-and-score each self-edit this many times (different seeds), averaged"
+    )
     select: Literal["best", "positive"] = Field(
-        "best", description="best: the best self-edit per passage, even without gain (paper); positive: every one that beats the unadapted model"
+        "best",
+        description="best: the best self-edit per passage, even without gain (paper); "
+        "positive: every one that beats the unadapted model",
     )
     baselines: list[str] = Field(
         default_factory=lambda: ["in-context", "passage"], description="conditions scored once with the initial policy"
     )
-    reward: str = "verdict"
+    reward: str = Field("verdict", description="the metric a self-edit's gain over the unadapted model is measured in")
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
@@ -218,8 +235,10 @@ class KnowledgeCPTConfig(KnowledgeRunConfig):
     )
     self_edits_file: str | None = Field(None, description="file with `completions` for the 'file' condition")
     method: Literal["lora", "full"] = Field("lora", description="one LoRA for all passages, or a full fine-tune")
-    reward: str = Field("verdict", description="headline metric (every metric is recorded)")
-    adapt: AdaptConfig = Field(default_factory=lambda: AdaptConfig(epochs=2), description="the training run over all documents")
+    reward: str = Field("verdict", description="the headline metric (every metric is recorded)")
+    adapt: AdaptConfig = Field(
+        default_factory=lambda: AdaptConfig(epochs=2), description="the training run over all documents"
+    )
 
 
 ARC_DIR = "../shared/data/arc"
@@ -289,7 +308,9 @@ def _arc_adapt() -> AdaptConfig:
 
 class ArcRunConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=256, batch_size=8))
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=256, batch_size=8)
+    )
     ttt: ArcTTTConfig = Field(default_factory=ArcTTTConfig)
     adapt: AdaptConfig = Field(default_factory=_arc_adapt)
     oracle: ArcFixedPlan = Field(default_factory=ArcFixedPlan)
@@ -302,7 +323,7 @@ class ArcEvalConfig(ArcRunConfig):
 
     data: ArcDataConfig = Field(default_factory=ArcDataConfig)
     conditions: list[Literal["in-context", "self-edit", "oracle"]] = Field(
-        default_factory=lambda: ["in-context", "self-edit", "oracle"]
+        default_factory=lambda: ["in-context", "self-edit", "oracle"], description="conditions to score"
     )
     k: int = Field(5, ge=1, description="self-edits per task (paper: 5 at evaluation)")
 
@@ -312,7 +333,7 @@ class ArcTrainConfig(ArcRunConfig):
 
     train_data: ArcTrainDataConfig = Field(default_factory=ArcTrainDataConfig)
     eval_data: ArcDataConfig = Field(default_factory=ArcDataConfig)
-    rounds: int = Field(1, ge=1)
+    rounds: int = Field(1, ge=1, description="ReST-EM rounds")
     k: int = Field(15, ge=1, description="self-edits per training task (paper: 15)")
     eval_k: int = Field(5, ge=1, description="self-edits per held-out task (paper: 5)")
     baselines: list[Literal["in-context", "oracle"]] = Field(default_factory=lambda: ["in-context", "oracle"])
@@ -356,8 +377,16 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(cls: type[Section], path: str | Path | None = None, overrides: list[str] | None = None) -> Section:
-    """The command's defaults, then the file, then the overrides. A section given in part keeps the
-    command's defaults for the rest (`adapt.lora.rank=8` on an ARC run keeps its ARC LoRA targets)."""
+    """A command's config: its defaults, then the file, then the overrides (the later wins).
+
+    A section given in part keeps the command's defaults for the rest (`adapt.lora.rank=8` on an
+    ARC run keeps its ARC LoRA targets); an unknown field or a bad value is a validation error.
+
+    Args:
+        cls: the command's config class (e.g. `KnowledgeEvalConfig`).
+        path: a YAML recipe (e.g. `configs/cpu-demo.yaml`), or None for the defaults.
+        overrides: `key.sub=value` strings; values are read as YAML (`3`, `1e-3`, `[a, b]`, `null`).
+    """
     data: dict[str, Any] = {}
     if path is not None:
         loaded = _parse_yaml(Path(path).read_text(), str(path))

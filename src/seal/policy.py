@@ -23,16 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from transformers import get_linear_schedule_with_warmup
 
-from seal.adapters import AdapterBank
 from seal.config import ModelConfig, PolicyConfig
-from seal.models import LoadedModel, load_model
+from seal.engine.adapters import AdapterBank
+from seal.models import LoadedModel, load_from
 from seal.store import RunStore, atomic_directory
 
 POLICY_DIR = "policy"
+
+
+def policy_key(r: int) -> str:
+    """Where the policy of round r (its adapter's directory, SFT examples and losses) is recorded."""
+    return f"r{r}"
 
 
 @dataclass(frozen=True)
@@ -79,12 +83,15 @@ def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device: torch
     ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), longest), -100, dtype=torch.long)
     mask = torch.zeros((len(rows), longest), dtype=torch.long)
-    for r, (i, l) in enumerate(rows):
-        ids[r, : len(i)], labels[r, : len(l)], mask[r, : len(i)] = torch.tensor(i), torch.tensor(l), 1
+    for r, (row_ids, row_labels) in enumerate(rows):
+        ids[r, : len(row_ids)], labels[r, : len(row_labels)] = torch.tensor(row_ids), torch.tensor(row_labels)
+        mask[r, : len(row_ids)] = 1
     return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
 
 
-def _accumulate_gradients(model, rows: list[tuple[list[int], list[int]]], micro_batch_size: int, pad_id: int, device) -> float:
+def _accumulate_gradients(
+    model, rows: list[tuple[list[int], list[int]]], micro_batch_size: int, pad_id: int, device
+) -> float:
     """Forward and backward of one optimiser step's rows, micro-batch by micro-batch; returns the step's
     loss (summed over completion tokens, divided by the step's token count, so micro-batching does not
     change the step)."""
@@ -99,7 +106,10 @@ def _accumulate_gradients(model, rows: list[tuple[list[int], list[int]]], micro_
         labels = batch["labels"][:, 1:]
         keep = labels.shape[1] - int((labels != -100).any(0).int().argmax())
         logits = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, logits_to_keep=keep + 1
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            use_cache=False,
+            logits_to_keep=keep + 1,
         ).logits[:, :-1]
         loss = torch.nn.functional.cross_entropy(
             logits.flatten(0, 1).float(), labels[:, -keep:].flatten(), reduction="sum"
@@ -116,11 +126,8 @@ def sft(lm: LoadedModel, examples: list[SFTExample], cfg: PolicyConfig, seed: in
         raise ValueError("no examples to fine-tune the policy on")
     AdapterBank.detach_from(lm.model)
     torch.manual_seed(seed)
-    peft_cfg = PeftLoraConfig(
-        r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=cfg.lora.targets
-    )
     with _quiet_peft():
-        model = get_peft_model(lm.model, peft_cfg)
+        model = get_peft_model(lm.model, cfg.lora.to_peft())
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     encoded = [encode(lm, e, cfg.max_tokens) for e in examples]
@@ -159,15 +166,12 @@ def apply_adapter(lm: LoadedModel, directory: Path) -> None:
         merge(PeftModel.from_pretrained(lm.model, str(directory)))
 
 
-def run_rounds(rounds: int, evaluate: Callable[[int], None], train_round: Callable[[int], None], executor) -> None:
+def run_rounds(rounds: int, evaluate: Callable[[int], None], train_round: Callable[[int], None]) -> None:
     """ReST-EM's schedule: evaluate policy 0; then per round r, train policy r and evaluate it."""
-    try:
-        for r in range(1, rounds + 1):
-            evaluate(r - 1)
-            train_round(r)
-        evaluate(rounds)
-    finally:
-        executor.close()
+    for r in range(1, rounds + 1):
+        evaluate(r - 1)
+        train_round(r)
+    evaluate(rounds)
 
 
 def select(rewards: dict[int, float | None], how: str) -> list[int]:
@@ -184,7 +188,8 @@ def select(rewards: dict[int, float | None], how: str) -> list[int]:
 
 
 class PolicyOnDemand:
-    """The model at a given policy round: loaded on first need, later rounds' adapters merged in order."""
+    """The model at the policy round in use: loaded on first need, later rounds' adapters merged in order.
+    A model source for an executor (`seal.cluster`): what runs on it runs with the policy in use."""
 
     def __init__(self, cfg: ModelConfig, store: RunStore):
         self.cfg, self.store = cfg, store
@@ -192,12 +197,19 @@ class PolicyOnDemand:
         self.applied = 0  # rounds merged into self.lm
         self.wanted = 0
 
+    def use(self, policy_round: int) -> None:
+        """Model work from now on runs with the policy of `policy_round` (0: the model as loaded);
+        rounds up to it must be recorded. Going back to an earlier round reloads the model."""
+        if policy_round < self.applied:
+            self.lm, self.applied = None, 0
+        self.wanted = policy_round
+
     def __call__(self) -> LoadedModel:
         if self.lm is None:
-            self.lm = load_model(self.cfg.name, self.cfg.dtype, chat_template=self.cfg.chat_template)
+            self.lm = load_from(self.cfg)
         while self.applied < self.wanted:
             self.applied += 1
-            record = self.store.get("policy", f"r{self.applied}")
+            record = self.store.get("policy", policy_key(self.applied))
             if record is None:
                 raise RuntimeError(f"policy of round {self.applied} is not recorded")  # a bug, not user input
             if record["adapter"] is not None:
@@ -210,7 +222,7 @@ class PolicyOnDemand:
         """The adapters of rounds 1..wanted, as file contents (what a remote worker needs to follow)."""
         out = []
         for r in range(1, self.wanted + 1):
-            record = self.store.get("policy", f"r{r}")
+            record = self.store.get("policy", policy_key(r))
             if record is None:
                 raise RuntimeError(f"policy of round {r} is not recorded")
             if record["adapter"] is not None:
@@ -222,7 +234,7 @@ class PolicyOnDemand:
         """Policy r from policy r-1 and (prompt, self-edit) examples, trained wherever the executor runs
         model work; the adapter is written whole to the run directory, then recorded. No examples:
         policy r is policy r-1."""
-        self.wanted = r - 1
+        self.use(r - 1)
         record: dict = {"adapter": None, "examples": len(examples), "losses": []}
         if examples:
             began = time.perf_counter()
@@ -232,8 +244,8 @@ class PolicyOnDemand:
                 for name, content in files.items():
                     (partial / name).write_bytes(content)
             record |= {"adapter": f"{POLICY_DIR}/round-{r}", "losses": losses, "seconds": time.perf_counter() - began}
-        self.store.put("policy", f"r{r}", record)
-        self.wanted = r  # merged from the saved adapter when the model is next needed, as on a resume
+        self.store.put("policy", policy_key(r), record)
+        self.use(r)  # merged from the saved adapter when the model is next needed, as on a resume
 
 
 def sft_adapter_files(lm: LoadedModel, examples: list[tuple[str, str]], cfg: PolicyConfig, seed: int):

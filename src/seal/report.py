@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: reports are made on headless machines
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.md"
@@ -53,7 +53,9 @@ def train_report(results: dict, out: Path) -> str:
     ax.plot(numbers, [r["eval"]["base"]["macro"][reward] for r in rounds], "s--", label="closed-book, no adaptation")
     for name, style in (("in-context", ":"), ("passage", "-.")):
         if name in rounds[0]["eval"]:
-            ax.axhline(rounds[0]["eval"][name]["macro"][reward], linestyle=style, color="grey", label=f"{name} (policy 0)")
+            ax.axhline(
+                rounds[0]["eval"][name]["macro"][reward], linestyle=style, color="grey", label=f"{name} (policy 0)"
+            )
     ax.set(xlabel="policy (ReST-EM round)", ylabel=f"held-out {reward}", xticks=numbers, title="held-out evaluation")
     ax.legend(fontsize=8)
     accuracy_png = _save(fig, out / "eval_by_round.png")
@@ -88,17 +90,25 @@ def train_report(results: dict, out: Path) -> str:
             f"{r['eval_self_edit_words']:.0f}",
             f"{(t['seconds'] if t else 0) + (r['eval_seconds'] or 0):.0f}",
         ])  # fmt: skip
-    baselines = [[name, _fmt(rounds[0]["eval"][name]["macro"][reward])] for name in ("in-context", "passage") if name in rounds[0]["eval"]]
-    return "\n\n".join([
-        f"# ReST-EM: {results['model']}",
-        f"{results['n_train_passages']} training passages, {results['n_eval_passages']} held-out passages "
-        f"({results['n_eval_questions']} questions); reward: {reward}; self-edit prompt: {variant}. "
-        "Round 0 is the initial policy (no training); train columns describe the round that produced the policy.",
-        _markdown_table(header, rows),
-        "Baselines with the initial policy:\n\n" + _markdown_table(["condition", reward], baselines) if baselines else "",
-        f"![held-out evaluation by round]({accuracy_png})",
-        f"![reward and self-edit length by round]({distributions_png})",
-    ])  # fmt: skip
+    baselines = [
+        [name, _fmt(rounds[0]["eval"][name]["macro"][reward])]
+        for name in ("in-context", "passage")
+        if name in rounds[0]["eval"]
+    ]
+    return "\n\n".join(
+        [
+            f"# ReST-EM: {results['model']}",
+            f"{results['n_train_passages']} training passages, {results['n_eval_passages']} held-out passages "
+            f"({results['n_eval_questions']} questions); reward: {reward}; self-edit prompt: {variant}. "
+            "Round 0 is the initial policy (no training); train columns describe the round that produced the policy.",
+            _markdown_table(header, rows),
+            "Baselines with the initial policy:\n\n" + _markdown_table(["condition", reward], baselines)
+            if baselines
+            else "",
+            f"![held-out evaluation by round]({accuracy_png})",
+            f"![reward and self-edit length by round]({distributions_png})",
+        ]
+    )
 
 
 # --- single-passage evaluation runs -----------------------------------------------------------------
@@ -141,13 +151,15 @@ def cpt_report(results: dict, out: Path) -> str:
         rows.append([name, *[_fmt(row["macro"][m]) for m in metrics],
                      f"{t['loss_first']:.3f} → {t['loss_last']:.3f} ({t['steps']} steps)" if t else "-",
                      _fmt(t and t["seconds"], ".0f")])  # fmt: skip
-    return "\n\n".join([
-        f"# Multi-passage (continued pretraining): {results['model']}",
-        f"{results['n_passages']} passages absorbed together ({results['method']}), {results['n_questions']} questions; "
-        "macro-averages over passages.",
-        _markdown_table(["condition", *metrics, "training loss", "seconds"], rows),
-        f"![conditions]({png})",
-    ])  # fmt: skip
+    return "\n\n".join(
+        [
+            f"# Multi-passage (continued pretraining): {results['model']}",
+            f"{results['n_passages']} passages absorbed together ({results['method']}), "
+            f"{results['n_questions']} questions; macro-averages over passages.",
+            _markdown_table(["condition", *metrics, "training loss", "seconds"], rows),
+            f"![conditions]({png})",
+        ]
+    )
 
 
 # --- continual self-edits ----------------------------------------------------------------------------
@@ -169,7 +181,10 @@ def continual_report(results: dict, out: Path) -> str:
     png = out.joinpath("forgetting.png")
     fig.savefig(png, dpi=120)
     plt.close(fig)
-    rows = [[name, _fmt(arm["just_learned"]), _fmt(arm["final_mean"]), f"{arm['forgetting']:+.3f}"] for name, arm in arms.items()]
+    rows = [
+        [name, _fmt(arm["just_learned"]), _fmt(arm["final_mean"]), f"{arm['forgetting']:+.3f}"]
+        for name, arm in arms.items()
+    ]
     matrices = []
     for name, arm in arms.items():
         body = [["before", *[_fmt(x) for x in results["before"]]]]
@@ -227,7 +242,12 @@ def arc_train_report(results: dict, out: Path) -> str:
     numbers = [r["round"] for r in rounds]
     ax.plot(numbers, [r["eval"]["self-edit"]["success_rate"] for r in rounds], "o-", label="self-edit (held-out)")
     trained = [r for r in rounds if "train" in r]
-    ax.plot([r["round"] for r in trained], [r["train"]["success_rate"] for r in trained], "s--", label="self-edit (training tasks)")
+    ax.plot(
+        [r["round"] for r in trained],
+        [r["train"]["success_rate"] for r in trained],
+        "s--",
+        label="self-edit (training tasks)",
+    )
     for name, style in (("in-context", ":"), ("oracle", "-.")):
         if name in rounds[0]["eval"]:
             ax.axhline(rounds[0]["eval"][name]["success_rate"], linestyle=style, color="grey", label=name)
@@ -263,7 +283,9 @@ def write_report(run: str | Path) -> Path:
     run = Path(run)
     path = run / "results.json"
     if not path.exists():
-        raise ReportError(f"{run} has no results.json: the run is unfinished or not a run (re-run its command to finish it)")
+        raise ReportError(
+            f"{run} has no results.json: the run is unfinished or not a run (re-run its command to finish it)"
+        )
     try:
         results = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -276,3 +298,26 @@ def write_report(run: str | Path) -> Path:
     report = out / REPORT_FILE
     report.write_text(writer(results, out) + "\n")
     return report
+
+
+def print_grade_check(console, check, source: str, examples: int) -> None:
+    """`seal grade-check`'s tables: agreement measures, the confusion table, some disagreements."""
+    from rich.table import Table
+
+    result = check.agreement
+    table = Table(title=f"{check.grader} vs {source} ({check.part}: {result.n} answers)")
+    for column in ("agreement", "precision", "recall", "kappa"):
+        table.add_column(column, justify="right")
+    table.add_row(*(f"{getattr(result, c):.3f}" for c in ("accuracy", "precision", "recall", "kappa")))
+    console.print(table)
+    confusion = Table(title="confusion (rows: reference verdict)")
+    confusion.add_column("")
+    confusion.add_column("grader yes", justify="right")
+    confusion.add_column("grader no", justify="right")
+    confusion.add_row("reference yes", str(result.tp), str(result.fn))
+    confusion.add_row("reference no", str(result.fp), str(result.tn))
+    console.print(confusion)
+    for row, said in check.disagreements[:examples]:
+        answer = row.answer.strip().replace("\n", " / ")[:140]
+        console.print(f"[dim]grader {'yes' if said else 'no'}, reference {'yes' if row.verdict else 'no'}:[/] "
+                      f"gold={row.gold!r} answer={answer!r}")  # fmt: skip

@@ -23,6 +23,12 @@ from seal.config import dump_config
 
 CONFIG_FILE = "config.yaml"
 STORE_FILE = "store.sqlite"
+RESULTS_FILE = "results.json"
+
+
+def key(*parts: object) -> str:
+    """A record's key: its parts joined by '/' (`e1/base/p12/0`), so a phase's records share a prefix."""
+    return "/".join(map(str, parts))
 
 
 @contextmanager
@@ -43,6 +49,8 @@ class RunConfigMismatch(RuntimeError):
 
 
 class RunStore:
+    """The run directory's config and record store. Use as a context manager (or call `close`)."""
+
     def __init__(self, directory: str | Path, config: BaseModel):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -64,12 +72,21 @@ class RunStore:
                 )
         else:
             dump_config(config, config_path)
-        self.db = sqlite3.connect(self.dir / STORE_FILE)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS records (kind TEXT, key TEXT, value TEXT, PRIMARY KEY (kind, key))"
-        )
-        self.db.commit()
+        self._db: sqlite3.Connection | None = None
+        self.db  # noqa: B018 - create the store now, so a run directory always has one
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The SQLite connection, opened on first use and again after `close` (a finished run's records
+        stay readable from its experiment object)."""
+        if self._db is None:
+            self._db = sqlite3.connect(self.dir / STORE_FILE)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS records (kind TEXT, key TEXT, value TEXT, PRIMARY KEY (kind, key))"
+            )
+            self._db.commit()
+        return self._db
 
     def put_many(self, kind: str, items: Iterable[tuple[str, Any]]) -> None:
         with self.db:  # one transaction
@@ -101,5 +118,18 @@ class RunStore:
         finally:
             self.put("timing", key, (self.get("timing", key) or 0.0) + time.perf_counter() - began)
 
+    def write_results(self, results: dict) -> dict:
+        """`results.json`: what the run's `run()` returns, beside its config."""
+        (self.dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+        return results
+
     def close(self) -> None:
-        self.db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -12,23 +12,23 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seal.errors import DataError
 from seal.models import LoadedModel
-
-NAME = "knowledge"
-
-
-class DataError(ValueError):
-    """A data file that cannot be used; the message names the file, the record and the field."""
 
 
 @dataclass(frozen=True)
 class Question:
+    """A closed-book question about a passage and its gold answer."""
+
     question: str
     answer: str
 
 
 @dataclass
 class Passage:
+    """A context of the knowledge domain: a titled passage, its questions, and optionally self-edits
+    written for it elsewhere."""
+
     title: str
     context: str
     questions: list[Question]
@@ -140,6 +140,12 @@ def check_variant(variant: str) -> None:
 
 
 def self_edit_prompt(passage: Passage, variant: str) -> str:
+    """The prompt that asks for a self-edit of `passage` (unformatted: `LoadedModel.format_prompt` wraps it).
+
+    Args:
+        passage: the context.
+        variant: one of `VARIANTS` (implications, implications-long, rewrite, self-qa, ...).
+    """
     check_variant(variant)
     return PROMPTS[variant].format(title=passage.title, context=passage.context)
 
@@ -177,8 +183,18 @@ def _qa_blocks(text: str) -> list[str]:
 
 
 def plan(passage: Passage, self_edit: str, variant: str = "implications", split_lines: bool = True) -> Plan:
-    """The paper's rule: one training document per self-edit line (per Q&A pair for self-QA),
-    each prefixed with the title, and the passage itself appended as a last document."""
+    """A self-edit turned into training documents, by the paper's rule: one document per self-edit
+    line (per Q&A pair for self-QA), each prefixed with the title, and the passage itself appended
+    as a last document.
+
+    Args:
+        passage: the context the self-edit was written for.
+        self_edit: the text the policy wrote ("" for the passage-only condition).
+        variant: the prompt it was written with (self-qa keeps question and answer together).
+        split_lines: false keeps the self-edit whole as one document.
+    Returns:
+        the plan: its documents, how many came from the self-edit, and notes on what was dropped.
+    """
     notes = []
     if not split_lines:
         units = [self_edit.strip()] if self_edit.strip() else []
@@ -195,7 +211,9 @@ def plan(passage: Passage, self_edit: str, variant: str = "implications", split_
 
 # --- probes ----------------------------------------------------------------------------------------
 
-ANSWER_PROMPT = "Answer the question about the topic below with a short answer.\nTopic: {title}\nQuestion: {question}\nAnswer:"
+ANSWER_PROMPT = (
+    "Answer the question about the topic below with a short answer.\nTopic: {title}\nQuestion: {question}\nAnswer:"
+)
 IN_CONTEXT_PROMPT = (
     "Read the passage and answer the question with a short answer.\nTopic: {title}\nPassage: {context}\n"
     "Question: {question}\nAnswer:"

@@ -15,30 +15,34 @@ their task, fine-tune the policy on them, evaluate every policy on the held-out 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
-from seal.adapters import AdapterBank
 from seal.cluster import Executor, make_executor
 from seal.config import ArcDataConfig, ArcEvalConfig, ArcRunConfig, ArcTrainConfig
 from seal.domains.arc import ttt
 from seal.domains.arc.format import tokens_per_grid
 from seal.domains.arc.grids import Task, load_tasks
 from seal.domains.arc.selfedit import ArcPlan, parse_self_edit, plan_json, self_edit_prompt
-from seal.domains.knowledge import DataError
-from seal.experiments.knowledge_steps import mean, progress_bar, sample_self_edits, stable_seed
-from seal.loop import job_batches, regroup, train_and_score
+from seal.engine.adapters import AdapterBank
+from seal.engine.loop import job_batches, train_and_score
+from seal.engine.sampling import generate
+from seal.engine.scoring import regroup
+from seal.engine.training import TrainJob
+from seal.errors import DataError
+from seal.experiments.steps import mean, progress_bar, sample_self_edits, stable_seed
 from seal.models import LoadedModel, ModelOnDemand
-from seal.policy import PolicyOnDemand, run_rounds, select
-from seal.sampling import generate
-from seal.store import RunStore
-from seal.training import TrainJob
+from seal.policy import PolicyOnDemand, policy_key, run_rounds, select
+from seal.store import RunStore, key
 
-RESULTS_FILE = "results.json"
+
+def record_key(phase: str, task: Task, index: int = 0) -> str:
+    """Where the `index`-th self-edit for a task in `phase` (`self-edit`, `e1/self-edit`, `r1/self-edit`,
+    `oracle`, ...) and its attempts are filed (index 0 also for in-context attempts)."""
+    return key(phase, task.key, index)
 
 
 def load_arc(data: ArcDataConfig) -> list[Task]:
@@ -67,7 +71,9 @@ class ArcJob:
     documents: list
 
 
-def predict(lm: LoadedModel, cfg: ArcRunConfig, tasks: list[Task], seeds: list[int], bank=None, slots=None) -> list[list]:
+def predict(
+    lm: LoadedModel, cfg: ArcRunConfig, tasks: list[Task], seeds: list[int], bank=None, slots=None
+) -> list[list]:
     """Voted attempts per test input of each task; task i's views routed to slots[i] when given."""
     t_cfg = cfg.ttt
     bos = lm.tokenizer.bos_token if _adds_bos(lm.tokenizer) else ""
@@ -131,18 +137,18 @@ class ArcSteps:
         self.store, self.executor, self.cfg, self.console = store, executor, cfg, console
 
     def sample(self, prefix: str, tasks: list[Task], k: int) -> None:
-        wanted = [(f"{t.key}/{i}", self_edit_prompt(t, self.cfg.ttt.style)) for t in tasks for i in range(k)]
+        wanted = [(key(t.key, i), self_edit_prompt(t, self.cfg.ttt.style)) for t in tasks for i in range(k)]
         sample_self_edits(self.store, self.executor, prefix, wanted, self.cfg.sampling, self.cfg.seed, self.console)
 
     def in_context(self, prefix: str, tasks: list[Task]) -> None:
-        todo = [t for t in tasks if self.store.get("answers", f"{prefix}/{t.key}/0") is None]
+        todo = [t for t in tasks if self.store.get("answers", record_key(prefix, t)) is None]
         if not todo:
             return
         items = [(t, stable_seed(self.cfg.seed, prefix, t.key)) for t in todo]
         with progress_bar(self.console) as progress:
             job = progress.add_task(f"{prefix}: predicting", total=len(todo))
             for (task, _), record in self.executor.map(in_context_work, items, self.cfg):
-                self.store.put("answers", f"{prefix}/{task.key}/0", record)
+                self.store.put("answers", record_key(prefix, task), record)
                 progress.advance(job)
 
     def job(self, lm: LoadedModel, item: ArcItem) -> ArcJob:
@@ -186,7 +192,7 @@ def _adds_bos(tokenizer) -> bool:
 
 def condition_summary(answers: dict[str, dict], prefix: str, tasks: list[Task]) -> dict:
     """Success rate over (task, self-edit) pairs, the fraction of tasks solved by any, and invalid plans."""
-    per_task = {t.id: [v for k, v in answers.items() if k.startswith(f"{prefix}/{t.key}/")] for t in tasks}
+    per_task = {t.id: [v for k, v in answers.items() if k.startswith(key(prefix, t.key, ""))] for t in tasks}
     pairs = [r for rs in per_task.values() for r in rs]
     seconds = [r["seconds"] for r in pairs if "seconds" in r]
     return {
@@ -200,23 +206,43 @@ def condition_summary(answers: dict[str, dict], prefix: str, tasks: list[Task]) 
     }
 
 
-def _evaluate(steps: ArcSteps, cfg: ArcRunConfig, prefix: str, tasks: list[Task], k: int, conditions: list[str]) -> None:
+def _evaluate(
+    steps: ArcSteps, cfg: ArcRunConfig, prefix: str, tasks: list[Task], k: int, conditions: list[str]
+) -> None:
     if "in-context" in conditions:
         steps.in_context(f"{prefix}in-context", tasks)
     items = []
     if "self-edit" in conditions:
         steps.sample(f"{prefix}self-edit", tasks, k)
         sampled = steps.store.all("self_edits")
-        items += [ArcItem(f"{prefix}self-edit/{t.key}/{i}", t, sampled[f"{prefix}self-edit/{t.key}/{i}"]["text"])
-                  for t in tasks for i in range(k)]  # fmt: skip
+        keys = [(t, record_key(f"{prefix}self-edit", t, i)) for t in tasks for i in range(k)]
+        items += [ArcItem(k, t, sampled[k]["text"]) for t, k in keys]
     if "oracle" in conditions:
         o = cfg.oracle
         text = plan_json(tuple(o.families), o.strategy, o.lr, o.epochs)
-        items += [ArcItem(f"{prefix}oracle/{t.key}/0", t, text) for t in tasks]
+        items += [ArcItem(record_key(f"{prefix}oracle", t), t, text) for t in tasks]
     steps.adapt(items, f"{prefix or 'tasks'}: test-time training")
 
 
+def eval_phase(policy_round: int) -> str:
+    """Where the held-out evaluation of policy `policy_round` is filed (`e{p}/{condition}/...`)."""
+    return f"e{policy_round}"
+
+
+def train_phase(r: int) -> str:
+    """Where round r's training self-edits and their attempts are filed."""
+    return f"r{r}/self-edit"
+
+
 class ArcEval:
+    """`seal arc eval`: each condition's success rate on a set of ARC tasks.
+
+    Args:
+        cfg: the run's config.
+        out: the run directory (created, or resumed when it holds a run of the same config).
+        console: where progress is drawn.
+    """
+
     def __init__(self, cfg: ArcEvalConfig, out: str | Path, console: Console | None = None):
         self.cfg, self.console = cfg, console or Console()
         self.tasks = load_arc(cfg.data)
@@ -225,24 +251,29 @@ class ArcEval:
         self.steps = ArcSteps(self.store, self.executor, cfg, self.console)
 
     def run(self) -> dict:
-        try:
+        """Predict, sample, train and score what is not in the store yet; write and return the results."""
+        with self.store, self.executor:
             with self.store.timed("eval"):
                 _evaluate(self.steps, self.cfg, "", self.tasks, self.cfg.k, list(self.cfg.conditions))
-        finally:
-            self.executor.close()
-        answers = self.store.all("answers")
-        results = {
-            "schema": "seal.arc.eval/1",
-            "model": self.cfg.model.name,
-            "n_tasks": len(self.tasks),
-            "tasks": [t.id for t in self.tasks],
-            "conditions": {c: condition_summary(answers, c, self.tasks) for c in self.cfg.conditions},
-        }
-        (self.store.dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
-        return results
+            answers = self.store.all("answers")
+            return self.store.write_results({
+                "schema": "seal.arc.eval/1",
+                "model": self.cfg.model.name,
+                "n_tasks": len(self.tasks),
+                "tasks": [t.id for t in self.tasks],
+                "conditions": {c: condition_summary(answers, c, self.tasks) for c in self.cfg.conditions},
+            })  # fmt: skip
 
 
 class ArcTrain:
+    """`seal arc train`: ReST-EM rounds on training tasks, each policy evaluated on held-out tasks.
+
+    Args:
+        cfg: the run's config.
+        out: the run directory (created, or resumed when it holds a run of the same config).
+        console: where progress is drawn.
+    """
+
     def __init__(self, cfg: ArcTrainConfig, out: str | Path, console: Console | None = None):
         self.cfg, self.console = cfg, console or Console()
         self.train_tasks, self.eval_tasks = load_arc(cfg.train_data), load_arc(cfg.eval_data)
@@ -254,53 +285,64 @@ class ArcTrain:
         self.executor = make_executor(cfg.executor, self.policy)
         self.steps = ArcSteps(self.store, self.executor, cfg, self.console)
 
-    def evaluate(self, p: int) -> None:
-        self.policy.wanted = p
-        conditions = ["self-edit", *(self.cfg.baselines if p == 0 else [])]
-        with self.store.timed(f"e{p}"):
-            _evaluate(self.steps, self.cfg, f"e{p}/", self.eval_tasks, self.cfg.eval_k, conditions)
+    def conditions(self, policy_round: int) -> list[str]:
+        """What the held-out evaluation of a policy scores: its self-edits, and the baselines with policy 0."""
+        return ["self-edit", *(self.cfg.baselines if policy_round == 0 else [])]
+
+    def evaluate(self, policy_round: int) -> None:
+        self.policy.use(policy_round)
+        phase = eval_phase(policy_round)
+        with self.store.timed(phase):
+            _evaluate(
+                self.steps, self.cfg, phase + "/", self.eval_tasks, self.cfg.eval_k, self.conditions(policy_round)
+            )
 
     def train_round(self, r: int) -> None:
-        cfg = self.cfg
-        self.policy.wanted = r - 1
-        prefix = f"r{r}/self-edit"
+        cfg, phase = self.cfg, train_phase(r)
+        self.policy.use(r - 1)
         with self.store.timed(f"r{r}"):
-            self.steps.sample(prefix, self.train_tasks, cfg.k)
+            self.steps.sample(phase, self.train_tasks, cfg.k)
             sampled = self.store.all("self_edits")
-            items = [ArcItem(f"{prefix}/{t.key}/{i}", t, sampled[f"{prefix}/{t.key}/{i}"]["text"])
-                     for t in self.train_tasks for i in range(cfg.k)]  # fmt: skip
-            self.steps.adapt(items, f"round {r}: test-time training")
-            if self.store.get("policy", f"r{r}") is None:
+            keys = {t: [record_key(phase, t, i) for i in range(cfg.k)] for t in self.train_tasks}
+            self.steps.adapt(
+                [ArcItem(k, t, sampled[k]["text"]) for t, ks in keys.items() for k in ks],
+                f"round {r}: test-time training",
+            )
+            if self.store.get("policy", policy_key(r)) is None:
                 answers = self.store.all("answers")
                 examples = []
-                for t in self.train_tasks:
-                    rewards = {i: float(answers[f"{prefix}/{t.key}/{i}"]["solved"]) for i in range(cfg.k)}
-                    examples += [(sampled[f"{prefix}/{t.key}/{i}"]["prompt"], sampled[f"{prefix}/{t.key}/{i}"]["text"])
-                                 for i in select(rewards, "positive")]  # fmt: skip
+                for ks in keys.values():
+                    solved = {i: float(answers[k]["solved"]) for i, k in enumerate(ks)}
+                    examples += [(sampled[ks[i]]["prompt"], sampled[ks[i]]["text"]) for i in select(solved, "positive")]
                 self.policy.fine_tune(r, examples, cfg.policy, stable_seed(cfg.seed, "sft", r), self.executor)
 
     def run(self) -> dict:
-        run_rounds(self.cfg.rounds, self.evaluate, self.train_round, self.executor)
+        """Every round not finished yet, then the results (also written to results.json)."""
+        with self.store, self.executor:
+            run_rounds(self.cfg.rounds, self.evaluate, self.train_round)
+            return self.store.write_results(self.summarise())
+
+    def summarise(self) -> dict:
         answers, policies, timing = self.store.all("answers"), self.store.all("policy"), self.store.all("timing")
         rounds = []
-        for p in range(self.cfg.rounds + 1):
-            conditions = ["self-edit", *(self.cfg.baselines if p == 0 else [])]
+        for policy_round in range(self.cfg.rounds + 1):
+            phase = eval_phase(policy_round)
             row = {
-                "round": p,
-                "eval": {c: condition_summary(answers, f"e{p}/{c}", self.eval_tasks) for c in conditions},
-                "eval_seconds": timing.get(f"e{p}"),
+                "round": policy_round,
+                "eval": {
+                    c: condition_summary(answers, key(phase, c), self.eval_tasks) for c in self.conditions(policy_round)
+                },
+                "eval_seconds": timing.get(phase),
             }
-            if p >= 1:
-                train = condition_summary(answers, f"r{p}/self-edit", self.train_tasks)
-                row["train"] = train | {"sft_examples": policies[f"r{p}"]["examples"], "seconds": timing.get(f"r{p}")}
+            if policy_round >= 1:
+                train = condition_summary(answers, train_phase(policy_round), self.train_tasks)
+                sft = policies[policy_key(policy_round)]
+                row["train"] = train | {"sft_examples": sft["examples"], "seconds": timing.get(f"r{policy_round}")}
             rounds.append(row)
-        results = {
+        return {
             "schema": "seal.arc.train/1",
             "model": self.cfg.model.name,
             "n_train_tasks": len(self.train_tasks),
             "n_eval_tasks": len(self.eval_tasks),
             "rounds": rounds,
         }
-        (self.store.dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
-        return results
-

@@ -15,7 +15,6 @@ file, so a resumed run rebuilds the model of step t exactly without training it 
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 from pathlib import Path
@@ -24,25 +23,31 @@ import torch
 from rich.console import Console
 
 from seal import policy
-from seal.adapters import AdapterBank
 from seal.cluster import LocalExecutor
 from seal.config import KnowledgeContinualConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage
-from seal.experiments.knowledge_eval import check_reward, select_passages
-from seal.experiments.knowledge_steps import KnowledgeSteps, mean, stable_seed
+from seal.engine.adapters import AdapterBank
+from seal.engine.training import TrainJob, train_adapters
+from seal.experiments.knowledge_steps import KnowledgeSteps, record_key, select_passages
+from seal.experiments.steps import mean, stable_seed
+from seal.grading import check_metric
 from seal.models import ModelOnDemand
 from seal.store import RunStore, atomic_directory
-from seal.training import TrainJob, train_adapters
 
-RESULTS_FILE = "results.json"
-SELF_EDITS = "self-edits"
+SELF_EDITS = "self-edits"  # the phase of the self-edits, written once by the initial model
+BEFORE = "before"  # the phase of the initial model's answers
+
+
+def step_phase(sequence: int, arm: str, t: int) -> str:
+    """Where the answers after step t of a sequence under a mitigation arm are filed; also the step's record."""
+    return f"s{sequence}/{arm}/t{t}"
 
 
 class KnowledgeContinual:
     def __init__(self, cfg: KnowledgeContinualConfig, out: str | Path, console: Console | None = None):
         knowledge.check_variant(cfg.variant)
-        check_reward(cfg.metric, cfg.judge)
+        check_metric(cfg.metric, cfg.judge, "metric")
         self.cfg = cfg
         self.console = console or Console()
         pool = select_passages(cfg.data, cfg.sequences * cfg.steps, cfg.paper_subset)
@@ -72,7 +77,9 @@ class KnowledgeContinual:
     def plan_documents(self, s: int) -> list[list[str]]:
         sampled = self.store.all("self_edits")
         return [
-            knowledge.plan(p, sampled[f"{SELF_EDITS}/{p.key}/0"]["text"], self.cfg.variant, self.cfg.split_lines).documents
+            knowledge.plan(
+                p, sampled[record_key(SELF_EDITS, p)]["text"], self.cfg.variant, self.cfg.split_lines
+            ).documents
             for p in self.sequences[s]
         ]
 
@@ -86,19 +93,20 @@ class KnowledgeContinual:
 
     def run_arm(self, s: int, arm: str) -> None:
         passages = self.sequences[s]
-        prefix = f"s{s}/{arm}"
-        if all(self.store.get("answers", f"{prefix}/t{t}/{passages[t].key}/0") for t in range(len(passages))):
+        if all(self.store.get("answers", record_key(step_phase(s, arm, t), passages[t])) for t in range(len(passages))):
             return
         self._restore_initial()
         lm = self.model()
-        for t, passage in enumerate(passages):
-            step_key = f"{prefix}/t{t}"
+        for t in range(len(passages)):
+            step_key = step_phase(s, arm, t)
             record = self.store.get("steps", step_key)
             if record is None:
                 bank = AdapterBank.attach(lm.model, self.cfg.adapt.lora, 1)
                 # Both arms start passage t from the same adapter initialisation and document-order seed.
-                stats = train_adapters(lm, bank, [TrainJob(self.documents(s, arm, t), stable_seed(self.cfg.seed, s, t))], self.cfg.adapt)
-                directory = self.store.dir / "continual" / prefix / f"step-{t}"
+                stats = train_adapters(
+                    lm, bank, [TrainJob(self.documents(s, arm, t), stable_seed(self.cfg.seed, s, t))], self.cfg.adapt
+                )
+                directory = self.store.dir / "continual" / f"s{s}" / arm / f"step-{t}"
                 with atomic_directory(directory) as partial:
                     bank.save(0, partial, base_model=lm.name)
                 record = {"adapter": str(directory.relative_to(self.store.dir)), "losses": stats.first_last(0),
@@ -108,16 +116,16 @@ class KnowledgeContinual:
             self.steps.answer(step_key, passages[: t + 1])
 
     def run(self) -> dict:
+        """Every sequence under every arm, then the forgetting matrices (also written to results.json)."""
         everything = [p for seq in self.sequences for p in seq]
         sampling = self.cfg.sampling.model_copy(update={"k": 1})
-        self.steps.sample(SELF_EDITS, everything, self.cfg.variant, sampling)  # all by the initial model
-        self.steps.answer("before", everything)
-        for s in range(self.cfg.sequences):
-            for arm in self.cfg.mitigations:
-                self.run_arm(s, arm)
-        results = summarise(self.cfg, self.sequences, self.store)
-        (self.store.dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
-        return results
+        with self.store:
+            self.steps.sample(SELF_EDITS, everything, self.cfg.variant, sampling)  # all by the initial model
+            self.steps.answer(BEFORE, everything)
+            for s in range(self.cfg.sequences):
+                for arm in self.cfg.mitigations:
+                    self.run_arm(s, arm)
+            return self.store.write_results(summarise(self.cfg, self.sequences, self.store))
 
 
 def summarise(cfg: KnowledgeContinualConfig, sequences: list[list[Passage]], store: RunStore) -> dict:
@@ -130,7 +138,7 @@ def summarise(cfg: KnowledgeContinualConfig, sequences: list[list[Passage]], sto
     arms = {}
     for arm in cfg.mitigations:
         per_sequence = [
-            [[score(f"s{s}/{arm}/t{t}/{seq[j].key}/0") if j <= t else None for j in range(T)] for t in range(T)]
+            [[score(record_key(step_phase(s, arm, t), seq[j])) if j <= t else None for j in range(T)] for t in range(T)]
             for s, seq in enumerate(sequences)
         ]
         matrix = [[None if j > t else mean([m[t][j] for m in per_sequence]) for j in range(T)] for t in range(T)]
@@ -143,7 +151,7 @@ def summarise(cfg: KnowledgeContinualConfig, sequences: list[list[Passage]], sto
             "final_mean": mean(matrix[T - 1]),
             "forgetting": mean(forgetting) if forgetting else 0.0,
         }
-    before = [[score(f"before/{p.key}/0") for p in seq] for seq in sequences]
+    before = [[score(record_key(BEFORE, p)) for p in seq] for seq in sequences]
     return {
         "schema": "seal.knowledge.continual/1",
         "model": cfg.model.name,

@@ -8,36 +8,32 @@ adapter bank; with `method: full` each is a full fine-tune from the same initial
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from rich.console import Console
 
-from seal.baseline import train_full
 from seal.cluster import LocalExecutor
 from seal.config import KnowledgeCPTConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage
-from seal.experiments.knowledge_eval import (
-    check_reward,
-    file_self_edits,
-    metrics_for,
-    select_passages,
-)
+from seal.engine.plain import train_full
+from seal.engine.scoring import score_probes
 from seal.experiments.knowledge_steps import (
     KnowledgeSteps,
     PlanItem,
-    mean,
+    file_self_edits,
     probes_for,
-    stable_seed,
+    record_key,
+    select_passages,
 )
-from seal.loop import score_probes
+from seal.experiments.steps import mean, stable_seed
+from seal.grading import check_metric, metrics
 from seal.models import ModelOnDemand
-from seal.store import RunStore
+from seal.store import RunStore, key
 
-RESULTS_FILE = "results.json"
 KNOWN = ("base", "passage", "file", *knowledge.VARIANTS)
+TRAINED = "cpt"  # the phase of each trained condition's answers: `cpt/{condition}`, one record for all passages
 
 
 class KnowledgeCPT:
@@ -45,11 +41,13 @@ class KnowledgeCPT:
         unknown = [c for c in cfg.conditions if c not in KNOWN]
         if unknown:
             raise ValueError(f"unknown condition(s) {', '.join(unknown)}; choose from {', '.join(KNOWN)}")
-        check_reward(cfg.reward, cfg.judge)
+        check_metric(cfg.reward, cfg.judge)
         self.cfg = cfg
         self.console = console or Console()
         self.passages = select_passages(cfg.data, cfg.passages, cfg.paper_subset)
-        self.from_file = file_self_edits(cfg, self.passages) if "file" in cfg.conditions else {}
+        self.from_file = {}
+        if "file" in cfg.conditions:
+            self.from_file = file_self_edits(cfg.self_edits_file, cfg.data, self.passages, cfg.sampling.k)
         self.store = RunStore(out, cfg)
         self.model = ModelOnDemand(cfg.model)
         self.steps = KnowledgeSteps.for_config(cfg, self.store, LocalExecutor(self.model), self.console)
@@ -63,30 +61,35 @@ class KnowledgeCPT:
             elif condition == "file":
                 texts = self.from_file[p.key]
             else:
-                texts = [sampled[f"{condition}/{p.key}/{i}"]["text"] for i in range(self.cfg.sampling.k)]
+                texts = [sampled[record_key(condition, p, i)]["text"] for i in range(self.cfg.sampling.k)]
             variant = condition if condition in knowledge.VARIANTS else "implications"
             for text in texts:
                 docs += knowledge.plan(p, text, variant, self.cfg.split_lines).documents
         return list(dict.fromkeys(docs))  # the passage itself once, however many self-edits it has
 
     def full_fine_tune(self, condition: str) -> None:
-        key = f"cpt/{condition}"
-        if self.store.get("answers", key) is not None:
+        done = key(TRAINED, condition)
+        if self.store.get("answers", done) is not None:
             return
         lm = self.model()
         initial = {k: v.detach().clone() for k, v in lm.model.state_dict().items()}
         began = time.perf_counter()
         try:
-            losses = train_full(lm, self.documents(condition), stable_seed(self.cfg.seed, key), self.cfg.adapt)
+            losses = train_full(lm, self.documents(condition), stable_seed(self.cfg.seed, done), self.cfg.adapt)
             probes = [q for p in self.passages for q in probes_for(lm, p)]
-            records = score_probes(lm, probes, self.cfg.answer, judge=self.steps.judge)
+            records = score_probes(lm, probes, self.cfg.answer, self.cfg.judge)
         finally:
             lm.model.load_state_dict(initial)
-        self.store.put("adapt", key, {"loss_first": losses[0], "loss_last": losses[-1], "steps": len(losses),
-                                      "seconds": time.perf_counter() - began})  # fmt: skip
-        self.store.put("answers", key, records)
+        self.store.put("adapt", done, {"loss_first": losses[0], "loss_last": losses[-1], "steps": len(losses),
+                                       "seconds": time.perf_counter() - began})  # fmt: skip
+        self.store.put("answers", done, records)
 
     def run(self) -> dict:
+        """Answer, sample, train and score what is not in the store yet; write and return the results."""
+        with self.store:
+            return self.store.write_results(self._run())
+
+    def _run(self) -> dict:
         cfg = self.cfg
         if "base" in cfg.conditions:
             self.steps.answer("base", self.passages)
@@ -95,33 +98,31 @@ class KnowledgeCPT:
                 self.steps.sample(condition, self.passages, condition, cfg.sampling)
         trained = [c for c in cfg.conditions if c != "base"]
         if cfg.method == "lora":
-            items = [PlanItem(f"cpt/{c}", self.passages, self.documents(c)) for c in trained]
+            items = [PlanItem(key(TRAINED, c), self.passages, self.documents(c)) for c in trained]
             self.steps.adapt(items, f"training on {len(self.passages)} passages at once")
         else:
             for condition in trained:
                 self.full_fine_tune(condition)
-        results = summarise(cfg, self.passages, self.store)
-        (self.store.dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
-        return results
+        return summarise(cfg, self.passages, self.store)
 
 
 def summarise(cfg: KnowledgeCPTConfig, passages: list[Passage], store: RunStore) -> dict:
     answers, adapt = store.all("answers"), store.all("adapt")
-    metrics = metrics_for(cfg.judge)
+    recorded = metrics(cfg.judge)
     conditions = {}
     for condition in cfg.conditions:
         if condition == "base":
-            records = [q for p in passages for q in answers[f"base/{p.key}/0"]]
+            records = [q for p in passages for q in answers[record_key("base", p)]]
         else:
-            records = answers[f"cpt/{condition}"]
+            records = answers[key(TRAINED, condition)]
         per_passage, offset = [], 0
         for p in passages:
             per_passage.append(records[offset : offset + len(p.questions)])
             offset += len(p.questions)
-        trained = adapt.get(f"cpt/{condition}")
+        trained = adapt.get(key(TRAINED, condition))
         conditions[condition] = {
-            "macro": {m: mean([mean([q[m] for q in qs]) for qs in per_passage]) for m in metrics},
-            "micro": {m: mean([q[m] for q in records]) for m in metrics},
+            "macro": {m: mean([mean([q[m] for q in qs]) for qs in per_passage]) for m in recorded},
+            "micro": {m: mean([q[m] for q in records]) for m in recorded},
             "training": trained,
         }
     return {

@@ -18,7 +18,6 @@ of policy p, `selections` and `policy` records per round. Policy adapters live i
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -28,32 +27,57 @@ from seal import policy
 from seal.cluster import make_executor
 from seal.config import KnowledgeTrainConfig
 from seal.domains import knowledge
-from seal.domains.knowledge import DataError, Passage
-from seal.experiments.knowledge_eval import check_reward, metrics_for, select_passages
-from seal.experiments.knowledge_steps import (
-    KnowledgeSteps,
-    PlanItem,
-    mean,
-    stable_seed,
-    summarise_conditions,
-)
-from seal.store import RunStore
+from seal.domains.knowledge import Passage
+from seal.errors import DataError
+from seal.experiments.knowledge_steps import KnowledgeSteps, PlanItem, record_key, select_passages, summarise_conditions
+from seal.experiments.steps import mean, stable_seed
+from seal.grading import check_metric, metrics
+from seal.store import RunStore, key
 
-RESULTS_FILE = "results.json"
+BASELINES = ("in-context", "passage")
+
+
+def eval_phase(policy_round: int) -> str:
+    """Where the held-out evaluation of policy `policy_round` is filed (`e{p}/{condition}/...`)."""
+    return f"e{policy_round}"
+
+
+def train_phase(r: int) -> str:
+    """Where round r's training records are filed (`r{r}/train/{condition}/...`)."""
+    return f"r{r}/train"
+
+
+def repeat_key(phase: str, passage: Passage, index: int, repeat: int) -> str:
+    """The answers of the `repeat`-th adaptation to a passage's `index`-th training self-edit."""
+    return key(record_key(phase, passage, index), repeat)
+
+
+def selection_key(r: int, passage: Passage) -> str:
+    return f"r{r}/{passage.key}"
 
 
 class KnowledgeTrain:
+    """`seal knowledge train`: ReST-EM rounds, each policy evaluated on held-out passages.
+
+    Args:
+        cfg: the run's config.
+        out: the run directory (created, or resumed when it holds a run of the same config).
+        console: where progress is drawn.
+    """
+
     def __init__(self, cfg: KnowledgeTrainConfig, out: str | Path, console: Console | None = None):
         knowledge.check_variant(cfg.variant)
-        unknown = [b for b in cfg.baselines if b not in ("in-context", "passage")]
+        unknown = [b for b in cfg.baselines if b not in BASELINES]
         if unknown:
-            raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; choose from in-context, passage")
-        check_reward(cfg.reward, cfg.judge)
+            raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
+        check_metric(cfg.reward, cfg.judge)
         self.cfg = cfg
         self.console = console or Console()
         self.train_passages = select_passages(cfg.train_data, cfg.train_passages, paper_subset=False)
         self.eval_passages = select_passages(cfg.eval_data, cfg.eval_passages, cfg.paper_subset)
-        overlap = {(p.title, p.context) for p in self.train_passages} & {(p.title, p.context) for p in self.eval_passages}
+        overlap = {(p.title, p.context) for p in self.train_passages} & {
+            (p.title, p.context) for p in self.eval_passages
+        }
         if overlap:
             title = sorted(overlap)[0][0]
             raise DataError(f"{len(overlap)} passage(s) are both training and held-out passages, e.g. {title!r}")
@@ -62,118 +86,137 @@ class KnowledgeTrain:
         self.executor = make_executor(cfg.executor, self.policy)
         self.steps = KnowledgeSteps.for_config(cfg, self.store, self.executor, self.console)
 
-    def _plans(self, prefix: str, passages: list[Passage], k: int) -> dict[str, knowledge.Plan]:
+    def _plans(self, phase: str, passages: list[Passage], k: int) -> dict[str, tuple[Passage, knowledge.Plan]]:
+        """Each sampled self-edit's plan, under its record key."""
         sampled = self.store.all("self_edits")
-        return {
-            f"{p.key}/{i}": knowledge.plan(p, sampled[f"{prefix}/{p.key}/{i}"]["text"], self.cfg.variant, self.cfg.split_lines)
-            for p in passages
-            for i in range(k)
-        }
+        out = {}
+        for passage in passages:
+            for i in range(k):
+                text = sampled[record_key(phase, passage, i)]["text"]
+                out[record_key(phase, passage, i)] = (
+                    passage,
+                    knowledge.plan(passage, text, self.cfg.variant, self.cfg.split_lines),
+                )
+        return out
 
     # --- evaluation of a policy ------------------------------------------------------------------
 
-    def evaluate(self, p: int) -> None:
-        self.policy.wanted = p
-        cfg, passages = self.cfg, self.eval_passages
-        with self.store.timed(f"e{p}"):
-            self.steps.answer(f"e{p}/base", passages)
-            if p == 0 and "in-context" in cfg.baselines:
-                self.steps.answer("e0/in-context", passages, in_context=True)
+    def evaluate(self, policy_round: int) -> None:
+        self.policy.use(policy_round)
+        cfg, passages, phase = self.cfg, self.eval_passages, eval_phase(policy_round)
+        with self.store.timed(phase):
+            self.steps.answer(key(phase, "base"), passages)
+            if policy_round == 0 and "in-context" in cfg.baselines:
+                self.steps.answer(key(phase, "in-context"), passages, in_context=True)
             sampling = cfg.sampling.model_copy(update={"k": cfg.eval_k})
-            self.steps.sample(f"e{p}/{cfg.variant}", passages, cfg.variant, sampling)
-            plans = self._plans(f"e{p}/{cfg.variant}", passages, cfg.eval_k)
-            by_key = {q.key: q for q in passages}
-            items = [PlanItem(f"e{p}/{cfg.variant}/{k}", [by_key[k.split("/")[0]]], plan.documents) for k, plan in plans.items()]
-            if p == 0 and "passage" in cfg.baselines:
-                items += [PlanItem(f"e0/passage/{q.key}/0", [q], knowledge.plan(q, "").documents) for q in passages]
-            self.steps.adapt(items, f"e{p}: adapting and scoring")
+            edits = key(phase, cfg.variant)
+            self.steps.sample(edits, passages, cfg.variant, sampling)
+            items = [
+                PlanItem(k, [passage], plan.documents)
+                for k, (passage, plan) in self._plans(edits, passages, cfg.eval_k).items()
+            ]
+            if policy_round == 0 and "passage" in cfg.baselines:
+                items += [
+                    PlanItem(record_key(key(phase, "passage"), q), [q], knowledge.plan(q, "").documents)
+                    for q in passages
+                ]
+            self.steps.adapt(items, f"{phase}: adapting and scoring")
 
     # --- one round of training -------------------------------------------------------------------
 
-    def rewards(self, r: int, plans: dict[str, knowledge.Plan]) -> dict[str, dict[int, float | None]]:
+    def rewards(self, r: int, plans: dict[str, tuple[Passage, knowledge.Plan]]) -> dict[str, dict[int, float | None]]:
         """Per training passage, each self-edit's reward (None for a self-edit that gave no plan)."""
-        cfg, answers = self.cfg, self.store.all("answers")
+        cfg, answers, phase = self.cfg, self.store.all("answers"), train_phase(r)
+        edits = key(phase, cfg.variant)
         out: dict[str, dict[int, float | None]] = {}
-        for p in self.train_passages:
-            before = mean([q[cfg.reward] for q in answers[f"r{r}/train/base/{p.key}/0"]])
-            out[p.key] = {}
+        for passage in self.train_passages:
+            before = mean([q[cfg.reward] for q in answers[record_key(key(phase, "base"), passage)]])
+            out[passage.key] = {}
             for i in range(cfg.sampling.k):
-                if plans[f"{p.key}/{i}"].self_edit_documents == 0:
-                    out[p.key][i] = None
+                if plans[record_key(edits, passage, i)][1].self_edit_documents == 0:
+                    out[passage.key][i] = None
                     continue
-                runs = [answers[f"r{r}/train/{cfg.variant}/{p.key}/{i}/{rep}"] for rep in range(cfg.repeats)]
-                out[p.key][i] = mean([mean([q[cfg.reward] for q in run]) for run in runs]) - before
+                runs = [answers[repeat_key(edits, passage, i, rep)] for rep in range(cfg.repeats)]
+                out[passage.key][i] = mean([mean([q[cfg.reward] for q in run]) for run in runs]) - before
         return out
 
     def train_round(self, r: int) -> None:
-        cfg, passages = self.cfg, self.train_passages
-        self.policy.wanted = r - 1
-        prefix = f"r{r}/train"
+        cfg, passages, phase = self.cfg, self.train_passages, train_phase(r)
+        self.policy.use(r - 1)
+        edits = key(phase, cfg.variant)
         with self.store.timed(f"r{r}/sample-and-score"):
-            self.steps.answer(f"{prefix}/base", passages)
-            self.steps.sample(f"{prefix}/{cfg.variant}", passages, cfg.variant, cfg.sampling)
-            plans = self._plans(f"{prefix}/{cfg.variant}", passages, cfg.sampling.k)
-            by_key = {q.key: q for q in passages}
+            self.steps.answer(key(phase, "base"), passages)
+            self.steps.sample(edits, passages, cfg.variant, cfg.sampling)
+            plans = self._plans(edits, passages, cfg.sampling.k)
             items = [
-                PlanItem(f"{prefix}/{cfg.variant}/{k}/{rep}", [by_key[k.split("/")[0]]], plan.documents)
-                for k, plan in plans.items()
+                PlanItem(key(k, rep), [passage], plan.documents)
+                for k, (passage, plan) in plans.items()
                 if plan.self_edit_documents > 0  # an unusable self-edit is recorded with no reward, not trained on
                 for rep in range(cfg.repeats)
             ]
             self.steps.adapt(items, f"round {r}: adapting and scoring")
         rewards = self.rewards(r, plans)
-        if self.store.get("selections", f"r{r}/{passages[0].key}") is None:
+        if self.store.get("selections", selection_key(r, passages[0])) is None:
             self.store.put_many(
                 "selections",
-                [(f"r{r}/{key}", {"rewards": list(rs.values()), "kept": policy.select(rs, cfg.select)}) for key, rs in rewards.items()],
+                [
+                    (selection_key(r, passage), {"rewards": list(rs.values()), "kept": policy.select(rs, cfg.select)})
+                    for passage, rs in zip(passages, rewards.values())
+                ],
             )
-        if self.store.get("policy", f"r{r}") is None:
+        if self.store.get("policy", policy.policy_key(r)) is None:
             with self.store.timed(f"r{r}/sft"):
                 self.fine_tune(r)
 
     def fine_tune(self, r: int) -> None:
         sampled, selections = self.store.all("self_edits"), self.store.all("selections")
-        examples = [
-            (sampled[key]["prompt"], sampled[key]["text"])
-            for p in self.train_passages
-            for i in selections[f"r{r}/{p.key}"]["kept"]
-            for key in [f"r{r}/train/{self.cfg.variant}/{p.key}/{i}"]
+        edits = key(train_phase(r), self.cfg.variant)
+        kept = [
+            sampled[record_key(edits, passage, i)]
+            for passage in self.train_passages
+            for i in selections[selection_key(r, passage)]["kept"]
         ]
+        examples = [(edit["prompt"], edit["text"]) for edit in kept]
         self.policy.fine_tune(r, examples, self.cfg.policy, stable_seed(self.cfg.seed, "sft", r), self.executor)
 
     # --- the whole run ---------------------------------------------------------------------------
 
     def run(self) -> dict:
-        policy.run_rounds(self.cfg.rounds, self.evaluate, self.train_round, self.executor)
-        results = summarise(self.cfg, self.train_passages, self.eval_passages, self.store)
-        (self.store.dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
-        return results
+        """Every round not finished yet, then the results (also written to results.json)."""
+        with self.store, self.executor:
+            policy.run_rounds(self.cfg.rounds, self.evaluate, self.train_round)
+            return self.store.write_results(summarise(self.cfg, self.train_passages, self.eval_passages, self.store))
 
 
 def summarise(cfg: KnowledgeTrainConfig, train: list[Passage], held_out: list[Passage], store: RunStore) -> dict:
     answers, adapt, timing = store.all("answers"), store.all("adapt"), store.all("timing")
     selections, sampled, policies = store.all("selections"), store.all("self_edits"), store.all("policy")
-    metrics = metrics_for(cfg.judge)
     rounds = []
     for p in range(cfg.rounds + 1):
+        phase = eval_phase(p)
         conditions = ["base", cfg.variant] + ([*cfg.baselines] if p == 0 else [])
-        evaluation, _ = summarise_conditions(answers, adapt, held_out, conditions, metrics, cfg.reward, prefix=f"e{p}/")
-        row: dict = {"round": p, "eval": evaluation, "eval_seconds": timing.get(f"e{p}")}
-        eval_edits = [sampled[f"e{p}/{cfg.variant}/{q.key}/{i}"]["text"] for q in held_out for i in range(cfg.eval_k)]
+        evaluation, _ = summarise_conditions(
+            answers, adapt, held_out, conditions, metrics(cfg.judge), cfg.reward, phase=phase + "/"
+        )
+        row: dict = {"round": p, "eval": evaluation, "eval_seconds": timing.get(phase)}
+        eval_edits = [
+            sampled[record_key(key(phase, cfg.variant), q, i)]["text"] for q in held_out for i in range(cfg.eval_k)
+        ]
         row["eval_self_edit_words"] = mean([len(t.split()) for t in eval_edits])
         if p >= 1:
-            rewards = [x for q in train for x in selections[f"r{p}/{q.key}"]["rewards"]]
+            rewards = [x for q in train for x in selections[selection_key(p, q)]["rewards"]]
             valid = [x for x in rewards if x is not None]
-            edits = [sampled[f"r{p}/train/{cfg.variant}/{q.key}/{i}"]["text"] for q in train for i in range(cfg.sampling.k)]
-            sft = policies[f"r{p}"]
+            edits = key(train_phase(p), cfg.variant)
+            texts = [sampled[record_key(edits, q, i)]["text"] for q in train for i in range(cfg.sampling.k)]
+            sft = policies[policy.policy_key(p)]
             row["train"] = {
                 "rewards": rewards,
                 "reward_mean": mean(valid),
                 "reward_std": statistics.pstdev(valid) if valid else float("nan"),
                 "fraction_gaining": mean([float(x > 0) for x in valid]),
                 "invalid": len(rewards) - len(valid),
-                "kept": sum(len(selections[f"r{p}/{q.key}"]["kept"]) for q in train),
-                "self_edit_words": [len(t.split()) for t in edits],
+                "kept": sum(len(selections[selection_key(p, q)]["kept"]) for q in train),
+                "self_edit_words": [len(t.split()) for t in texts],
                 "sft_examples": sft["examples"],
                 "sft_loss_first_last": [sft["losses"][0], sft["losses"][-1]] if sft["losses"] else None,
                 "seconds": (timing.get(f"r{p}/sample-and-score") or 0.0) + (timing.get(f"r{p}/sft") or 0.0),

@@ -10,7 +10,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from seal.domains.knowledge import DataError, Passage
+from seal.config import JudgeConfig
+from seal.domains.knowledge import Passage
+from seal.errors import DataError
+from seal.grading.registry import answer_grader_names, text_graders
+from seal.grading.verdict import fit
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,13 @@ def load_judged(path: str | Path, passages: list[Passage] | None = None) -> list
                 for q in completion["questions"]:
                     for side in ("baseline", "adapter"):
                         out.append(
-                            Judged(q["question"], q["answer"], q[f"{side}_answer"], bool(q[f"{side}_correct"]), _group(article["title"], article["context"]))
+                            Judged(
+                                q["question"],
+                                q["answer"],
+                                q[f"{side}_answer"],
+                                bool(q[f"{side}_correct"]),
+                                _group(article["title"], article["context"]),
+                            )
                         )
         return out
     except json.JSONDecodeError as err:
@@ -67,18 +77,29 @@ def load_judged(path: str | Path, passages: list[Passage] | None = None) -> list
         raise DataError(f"{path}: not a judged-answers file (missing field {err})") from None
     except TypeError as err:
         raise DataError(
-            f"{path}: not a judged-answers file (neither a SEAL result nor JSONL rows of question, gold, answer, verdict: {err})"
+            f"{path}: not a judged-answers file "
+            f"(neither a SEAL result nor JSONL rows of question, gold, answer, verdict: {err})"
         ) from None
 
 
 def _load_cpt(path: Path, reply: dict, passages: list[Passage] | None) -> list[Judged]:
     if passages is None:
-        raise DataError(f"{path}: a CPT result holds answers without their questions; give the evaluated passages (--passages)")
+        raise DataError(
+            f"{path}: a CPT result holds answers without their questions; give the evaluated passages (--passages)"
+        )
     questions = [(p, q) for p in passages for q in p.questions]
     if len(questions) != len(reply["baseline_texts"]):
-        raise DataError(f"{path}: {len(reply['baseline_texts'])} answers, but the passages given hold {len(questions)} questions")
+        raise DataError(
+            f"{path}: {len(reply['baseline_texts'])} answers, but the passages given hold {len(questions)} questions"
+        )
     return [
-        Judged(q.question, q.answer, reply[f"{side}_texts"][i], bool(reply[f"{side}_correct"][i]), _group(p.title, p.context))
+        Judged(
+            q.question,
+            q.answer,
+            reply[f"{side}_texts"][i],
+            bool(reply[f"{side}_correct"][i]),
+            _group(p.title, p.context),
+        )
         for i, (p, q) in enumerate(questions)
         for side in ("baseline", "adapter")
     ]
@@ -86,6 +107,7 @@ def _load_cpt(path: Path, reply: dict, passages: list[Passage] | None) -> list[J
 
 def split(rows: list[Judged], held_out: float = 0.3) -> tuple[list[Judged], list[Judged]]:
     """A fixed split by passage: the same rows are held out on every machine and every run."""
+
     def is_held_out(row: Judged) -> bool:
         return zlib.crc32(row.group.encode()) % 1000 < held_out * 1000
 
@@ -136,14 +158,10 @@ class Agreement:
         expected = p_yes + p_no
         return (self.accuracy - expected) / (1 - expected) if expected < 1 else float("nan")
 
-    def as_dict(self) -> dict:
-        return {
-            "n": self.n, "agreement": self.accuracy, "precision": self.precision, "recall": self.recall,
-            "kappa": self.kappa, "confusion": {"tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn},
-        }  # fmt: skip
 
-
-def agreement(rows: list[Judged], grader: Callable[[str, str, str], bool]) -> tuple[Agreement, list[tuple[Judged, bool]]]:
+def agreement(
+    rows: list[Judged], grader: Callable[[str, str, str], bool]
+) -> tuple[Agreement, list[tuple[Judged, bool]]]:
     """How often `grader(question, gold, answer)` agrees with the rows' verdicts; also the disagreements."""
     counts = Agreement(len(rows), 0, 0, 0, 0)
     disagreements = []
@@ -160,3 +178,62 @@ def agreement(rows: list[Judged], grader: Callable[[str, str, str], bool]) -> tu
         if said != row.verdict:
             disagreements.append((row, said))
     return counts, disagreements
+
+
+@dataclass
+class GradeCheck:
+    """A grader measured against one file's reference verdicts."""
+
+    grader: str
+    part: str  # all | train | held-out
+    agreement: Agreement
+    disagreements: list[tuple[Judged, bool]]  # (row, what the grader said)
+    fitted_on: int | None = None  # rows the verdict model was refitted on, when it was
+
+
+PARTS = ("all", "train", "held-out")
+
+
+def grade_check(
+    path: str | Path,
+    grader: str = "verdict",
+    part: str = "held-out",
+    *,
+    judge: JudgeConfig | None = None,
+    passages: list[Passage] | None = None,
+    fit_to: str | Path | None = None,
+    fit_with: Iterable[str | Path] = (),
+) -> GradeCheck:
+    """How well `grader` agrees with the verdicts of the judged answers in `path`.
+
+    Args:
+        path: judged answers (see `load_judged`).
+        grader: a name from the registry (a score of 0.5 or more counts as "yes").
+        part: which rows are measured: all, or the train / held-out part of a fixed split by passage.
+        judge: the endpoint for `grader="judge"`.
+        passages: the passages a CPT result evaluated, in order.
+        fit_to: refit the verdict model on the train part (and `fit_with`), save it there, and measure it.
+        fit_with: more judged files to fit on (their rows from held-out passages and questions left out).
+    """
+    fit_with = list(fit_with)
+    if fit_with and fit_to is None:
+        raise ValueError("--fit-with needs --fit")
+    if part not in PARTS:
+        raise ValueError(f"--part must be all, train or held-out, not {part!r}")
+    if grader not in answer_grader_names():
+        raise ValueError(f"unknown grader {grader!r}; choose from {', '.join(answer_grader_names())}")
+    rows = load_judged(path, passages)
+    more = [row for extra in fit_with for row in load_judged(extra, passages)]
+    train, held_out = split(rows)
+    chosen = {"all": rows, "train": train, "held-out": held_out}[part]
+    grade, threshold = text_graders([grader], judge)[grader], 0.5
+    fitted_on = None
+    if fit_to is not None:
+        calibration = calibration_rows(train, held_out, more)
+        model = fit(calibration)
+        model.save(fit_to)
+        fitted_on = len(calibration)
+        if grader == "verdict":  # measure the refitted model, at its own threshold
+            grade, threshold = model.probability, model.threshold
+    result, disagreements = agreement(chosen, lambda q, g, a: grade(q, g, a) >= threshold)
+    return GradeCheck(grader, part, result, disagreements, fitted_on)

@@ -29,3 +29,9 @@ def token_f1(gold: str, answer: str) -> float:
         return 0.0
     precision, recall = common / len(answer_tokens), common / len(gold_tokens)
     return 2 * precision * recall / (precision + recall)
+
+
+def contains(gold: str, answer: str) -> float:
+    """1.0 when the normalised gold answer stands within the normalised answer."""
+    g = normalize(gold)
+    return float(bool(g) and g in normalize(answer))

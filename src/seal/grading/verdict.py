@@ -81,7 +81,11 @@ def _roman(match: re.Match) -> str:
 def canonical_tokens(text: str) -> tuple[str, ...]:
     """Normalised, stemmed tokens with numbers as digits and common units/aliases unified."""
     text = _ROMAN.sub(_roman, text)
-    text = unicodedata.normalize("NFKD", _DASHES.sub(" ", text.lower()).replace("æ", "ae")).encode("ascii", "ignore").decode()
+    text = (
+        unicodedata.normalize("NFKD", _DASHES.sub(" ", text.lower()).replace("æ", "ae"))
+        .encode("ascii", "ignore")
+        .decode()
+    )
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 10,000 -> 10000
     text = _DECIMAL.sub("d", text)  # keep 3.5 apart from 35 through the punctuation stripping
     for alias, canon in _UNIT_ALIASES.items():
@@ -93,7 +97,9 @@ def canonical_tokens(text: str) -> tuple[str, ...]:
             token = match.group(1)
         elif token in _UNITS:
             token = str(_UNITS[token])
-            if out and out[-1].isdigit() and int(out[-1]) in _TENS and token.isdigit() and int(token) < 10:  # twenty-five
+            if (
+                out and out[-1].isdigit() and int(out[-1]) in _TENS and token.isdigit() and int(token) < 10
+            ):  # twenty-five
                 out[-1] = str(int(out[-1]) + int(token))
                 continue
         out.append(_stem(token.replace("d", ".") if _DECIMAL_TOKEN.match(token) else token))
@@ -121,6 +127,7 @@ def _parts(gold: str, separators: re.Pattern) -> list[str]:
 
 def _months(tokens: tuple[str, ...]) -> set[str]:
     """Month names; 'may' only next to a number (the verb is far more common)."""
+
     def is_month(i: int, token: str) -> bool:
         if token != "may":
             return token in _MONTHS
@@ -253,12 +260,13 @@ def _default_model() -> VerdictModel:
     return VerdictModel.load()
 
 
-def verdict_probability(gold: str, answer: str, question: str = "") -> float:
-    """The probability that the paper's judge would call `answer` correct."""
+def verdict_probability(question: str, gold: str, answer: str) -> float:
+    """The probability that the paper's judge would call `answer` to `question` correct, given the `gold` answer."""
     return _default_model().probability(question, gold, answer)
 
 
-def verdict(gold: str, answer: str, question: str = "") -> float:
-    """1.0 when the paper's judge would most likely say yes, else 0.0."""
+def verdict(question: str, gold: str, answer: str) -> float:
+    """1.0 when the paper's judge would most likely call `answer` to `question` correct given `gold`, else 0.0.
+    The question counts: how much of the gold answer it already gives away is a feature."""
     model = _default_model()
     return float(model.probability(question, gold, answer) >= model.threshold)

@@ -30,7 +30,9 @@ class Transform:
         return self.forward(grid)
 
     def then(self, other: Transform) -> Transform:
-        return Transform(f"{self.name}+{other.name}", lambda g: other(self(g)), lambda g: self.inverse(other.inverse(g)))
+        return Transform(
+            f"{self.name}+{other.name}", lambda g: other(self(g)), lambda g: self.inverse(other.inverse(g))
+        )
 
 
 # --- elementary maps -----------------------------------------------------------------------------
@@ -98,7 +100,9 @@ FLIP_UD = Transform("flip_ud", flip_ud, flip_ud)
 TRANSPOSE = Transform("transpose", transpose, transpose)
 REFLECT_LR = Transform("reflect_lr", lambda g: tuple(row + row[::-1] for row in g), _left_half)
 REFLECT_UD = Transform("reflect_ud", lambda g: g + g[::-1], _top_half)
-UPSCALE = Transform("upscale2", lambda g: _double_rows(_double_columns(g)), lambda g: _every_other_row(_every_other_column(g)))
+UPSCALE = Transform(
+    "upscale2", lambda g: _double_rows(_double_columns(g)), lambda g: _every_other_row(_every_other_column(g))
+)
 DOUBLE_HEIGHT = Transform("double_height", _double_rows, _every_other_row)
 DOUBLE_WIDTH = Transform("double_width", _double_columns, _every_other_column)
 TILE_LR = Transform("tile_lr", lambda g: tuple(row + row for row in g), _left_half)

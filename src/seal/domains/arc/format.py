@@ -17,7 +17,6 @@ from itertools import combinations
 
 from seal.domains.arc.grids import Grid, Pair, Task
 
-STYLES = ("compact", "spaced")
 _ROW = {"compact": re.compile(r"^[0-9]+$"), "spaced": re.compile(r"^[0-9]( [0-9])*$")}
 
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from seal.domains.knowledge import DataError
+from seal.errors import DataError
 
 Grid = tuple[tuple[int, ...], ...]
 MAX_SIDE = 30
@@ -104,7 +104,8 @@ def load_tasks(challenges: str | Path, solutions: str | Path | None = None, ids:
             if not isinstance(outputs, list) or len(outputs) != len(test):
                 raise DataError(f"{solutions}: task {task_id} needs {len(test)} output grid(s)")
             test = tuple(
-                Pair(p.input, to_grid(o, f"{solutions}: task {task_id}[{i}]")) for i, (p, o) in enumerate(zip(test, outputs))
+                Pair(p.input, to_grid(o, f"{solutions}: task {task_id}[{i}]"))
+                for i, (p, o) in enumerate(zip(test, outputs))
             )
         tasks.append(Task(task_id, train, test))
     return tasks

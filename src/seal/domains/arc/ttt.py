@@ -91,7 +91,9 @@ def vote(candidates: list[Grid | None], attempts: int = 2) -> list[Grid]:
     return sorted(counts, key=lambda g: (-counts[g], first_seen[g]))[:attempts]
 
 
-def attempts_from_outputs(task: Task, task_views: list[View], outputs: list[str], style: str, attempts: int) -> list[list[Grid]]:
+def attempts_from_outputs(
+    task: Task, task_views: list[View], outputs: list[str], style: str, attempts: int
+) -> list[list[Grid]]:
     """Per test input, the voted attempts from the views' raw outputs."""
     per_test: list[list[Grid | None]] = [[] for _ in task.test]
     for view, text in zip(task_views, outputs):

@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import math
 from contextlib import contextmanager
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -57,7 +57,7 @@ class Routing:
         return self._mask[1]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _grouped_mm_works(device: torch.device, dtype: torch.dtype, in_features: int, rank: int, out_features: int) -> bool:
     """Whether torch's grouped matmul runs here for these shapes, forward and backward (its
     kernels need a recent torch, and per device a dtype and stride alignment of their own)."""

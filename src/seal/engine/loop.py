@@ -4,6 +4,8 @@ The base model is loaded once; adapters live in an `AdapterBank` and are reset i
 so nothing touches the disk on the hot path. A slot whose plan is trained takes the next
 plan at once; the trained adapters are set aside and their probes answered K models at a
 time in the same batched generate/likelihood passes, each row routed to its own adapter.
+Nothing here knows a domain: a job is documents to train on and probes to answer, and
+`train_and_score` takes any scoring function (ARC's voted predictions use it too).
 """
 
 from __future__ import annotations
@@ -16,79 +18,22 @@ from typing import Any
 
 import torch
 
-from seal.adapters import AdapterBank
-from seal.config import AdaptConfig, AnswerConfig
-from seal.grading import LLMJudge, exact_match, token_f1, verdict
+from seal.config import AdaptConfig, AnswerConfig, JudgeConfig
+from seal.engine.adapters import AdapterBank
+from seal.engine.plain import train_peft_adapter
+from seal.engine.scoring import Probe, regroup, score_probes
+from seal.engine.training import TrainJob, TrainStats, train_adapters
 from seal.models import LoadedModel
-from seal.sampling import Progress, continuation_logprobs, generate
-from seal.training import TrainJob, TrainStats, train_adapters
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One closed-book question, ready for the model: the formatted prompt and the gold answer."""
-
-    question: str
-    gold: str
-    prompt: str
-    continuation: str  # the gold answer as the model would continue the prompt
 
 
 @dataclass
 class AdaptJob:
+    """One plan to adapt to and score: train a fresh adapter on `documents`, then answer `probes`."""
+
     key: str
     documents: list[str]
     probes: list[Probe]
-    seed: int
-
-
-def score_probes(
-    lm: LoadedModel,
-    probes: list[Probe],
-    cfg: AnswerConfig,
-    *,
-    bank: AdapterBank | None = None,
-    slots: list[int] | None = None,
-    judge: LLMJudge | None = None,
-    progress: Progress | None = None,
-) -> list[dict]:
-    """Greedy answers and grades for each probe (row i routed to slots[i] when given)."""
-    answers = generate(
-        lm,
-        [p.prompt for p in probes],
-        max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.batch_size,
-        stop_at_newline=cfg.stop_at_newline,
-        bank=bank,
-        slots=slots,
-        progress=progress,
-    )
-    logprobs = continuation_logprobs(
-        lm, [p.prompt for p in probes], [p.continuation for p in probes], batch_size=cfg.batch_size, bank=bank, slots=slots
-    )
-    records = []
-    for probe, answer, (logprob, n_tokens) in zip(probes, answers, logprobs):
-        record = {
-            "question": probe.question,
-            "gold": probe.gold,
-            "answer": answer,
-            "em": exact_match(probe.gold, answer),
-            "f1": token_f1(probe.gold, answer),
-            "verdict": verdict(probe.gold, answer, probe.question),
-            "logprob": logprob,
-            "loglik": logprob / max(n_tokens, 1),
-        }
-        if judge is not None:
-            record["judge"] = judge.verdict(probe.question, probe.gold, answer)
-        records.append(record)
-    return records
-
-
-def regroup(flat: list, sizes: list[int]) -> list[list]:
-    """`flat` cut back into consecutive groups of `sizes`: per-job results of one batched call
-    made over every job's items in order."""
-    items = iter(flat)
-    return [[next(items) for _ in range(n)] for n in sizes]
+    seed: int  # fixes the adapter's initialisation and its document order
 
 
 def adapter_path(directory: Path, key: str) -> Path:
@@ -97,11 +42,17 @@ def adapter_path(directory: Path, key: str) -> Path:
 
 @dataclass
 class AdaptResult:
+    """What adapting to one job gave: its probes' records and how its training went."""
+
     key: str
     probes: list[dict]
     losses: tuple[float, float]  # first and last training loss
     steps: int
     seconds: float  # this job's share of its batch's wall time
+
+    def training_record(self) -> dict:
+        """How the training went, as the run store files it under "adapt"."""
+        return {"loss_first": self.losses[0], "loss_last": self.losses[1], "steps": self.steps, "seconds": self.seconds}
 
 
 def job_batches(
@@ -166,16 +117,24 @@ def adapt_batch(
     batch: list[AdaptJob],
     adapt: AdaptConfig,
     answer: AnswerConfig,
-    judge: LLMJudge | None = None,
+    judge: JudgeConfig | None = None,
     adapter_dir: Path | None = None,
 ) -> list[AdaptResult]:
     """Train one adapter per job of the batch, `adapt.slots` at a time, and score each adapted
     model on its probes, `adapt.slots` models per batched pass.
-    With `adapter_dir`, each adapter is also saved there in peft format, under its job key."""
-    if adapt.engine == "peft":
-        from seal.baseline import adapt_and_score_peft
 
-        return [r for rs in adapt_and_score_peft(lm, batch, adapt, answer, judge=judge, adapter_dir=adapter_dir) for r in rs]
+    Args:
+        lm: the frozen base model (an adapter bank is installed in it, or reused).
+        batch: the jobs: documents to train on, probes to answer, a seed.
+        adapt: the inner loop's settings (LoRA, epochs, lr, slots, refill, engine).
+        answer: how the probes are answered.
+        judge: an LLM judge's endpoint, graded beside the local graders when given.
+        adapter_dir: save each adapter there in peft format, under its job key.
+    Returns:
+        one `AdaptResult` per job, in the batch's order.
+    """
+    if adapt.engine == "peft":
+        return [adapt_one_peft(lm, job, adapt, answer, judge, adapter_dir) for job in batch]
     bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
     began = time.perf_counter()
     records: dict[int, list[dict]] = {}
@@ -183,7 +142,7 @@ def adapt_batch(
     def score(group: list[int]) -> None:
         probes = [p for j in group for p in batch[j].probes]
         slots = [slot for slot, j in enumerate(group) for _ in batch[j].probes]
-        scored = score_probes(lm, probes, answer, bank=bank, slots=slots, judge=judge)
+        scored = score_probes(lm, probes, answer, judge, bank=bank, slots=slots)
         records.update(zip(group, regroup(scored, [len(batch[j].probes) for j in group])))
 
     def save(slot: int, j: int) -> None:
@@ -193,8 +152,32 @@ def adapt_batch(
     stats = train_and_score(lm, bank, train_jobs, adapt, score, save if adapter_dir is not None else None)
     share = (time.perf_counter() - began) / len(batch)
     return [
-        AdaptResult(job.key, records[j], stats.first_last(j), len(stats.losses[j]), share) for j, job in enumerate(batch)
+        AdaptResult(job.key, records[j], stats.first_last(j), len(stats.losses[j]), share)
+        for j, job in enumerate(batch)
     ]
+
+
+def adapt_one_peft(
+    lm: LoadedModel,
+    job: AdaptJob,
+    adapt: AdaptConfig,
+    answer: AnswerConfig,
+    judge: JudgeConfig | None,
+    adapter_dir: Path | None,
+) -> AdaptResult:
+    """The straightforward way (`adapt.engine: peft`, the benchmark's reference): a fresh peft
+    adapter trained alone, answers generated with it, then unloaded."""
+    AdapterBank.detach_from(lm.model)
+    began = time.perf_counter()
+    model, losses = train_peft_adapter(lm, job.documents, job.seed, adapt)
+    if adapter_dir is not None:
+        model.save_pretrained(adapter_path(adapter_dir, job.key))
+    try:
+        records = score_probes(LoadedModel(model, lm.tokenizer, lm.name, lm.chat), job.probes, answer, judge)
+    finally:
+        model.unload()  # back to the plain base model, adapter discarded
+    first_last = (losses[0], losses[-1]) if losses else (float("nan"), float("nan"))
+    return AdaptResult(job.key, records, first_last, len(losses), time.perf_counter() - began)
 
 
 def adapt_and_score(
@@ -203,7 +186,7 @@ def adapt_and_score(
     adapt: AdaptConfig,
     answer: AnswerConfig,
     *,
-    judge: LLMJudge | None = None,
+    judge: JudgeConfig | None = None,
     adapter_dir: Path | None = None,
     skip: set[str] = frozenset(),
 ) -> Iterator[list[AdaptResult]]:

@@ -8,7 +8,7 @@ from contextlib import nullcontext
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from seal.adapters import AdapterBank
+from seal.engine.adapters import AdapterBank
 from seal.models import LoadedModel
 
 Progress = Callable[[int], None]  # called with the number of items just finished
@@ -73,7 +73,20 @@ def generate(
     slots: list[int] | None = None,
     progress: Progress | None = None,
 ) -> list[str]:
-    """Continue each (already formatted) prompt; greedy when temperature is 0. Rows keep their own slot."""
+    """Continue each prompt, in batches of similar length.
+
+    Args:
+        lm: the model.
+        prompts: already formatted for the model (see `LoadedModel.format_prompt`).
+        max_new_tokens: the most tokens each continuation may have.
+        temperature, top_p: sampling; greedy decoding when the temperature is 0.
+        batch_size: prompts per `generate` call.
+        stop_at_newline: end a continuation at its first line break (and keep only the first line).
+        bank, slots: prompt i is continued by the adapter in `slots[i]` of `bank`.
+        progress: called with the number of prompts just continued.
+    Returns:
+        the continuations, stripped, in the order of `prompts`.
+    """
     tok = lm.tokenizer
     encoded = [tok(p, add_special_tokens=False).input_ids for p in prompts]
     outputs: list[str] = [""] * len(prompts)

@@ -11,14 +11,15 @@ import math
 import random
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
-from seal.adapters import AdapterBank, StackedAdamW
 from seal.config import AdaptConfig
+from seal.engine.adapters import AdapterBank, StackedAdamW
+from seal.engine.packing import pack, packed_forward, per_sequence_loss
 from seal.models import LoadedModel
-from seal.packing import pack, packed_forward, per_sequence_loss
 
 Document = str | tuple[str, str]  # text trained on whole, or (prompt, completion) trained on the completion only
 
@@ -62,7 +63,9 @@ def learning_rate(cfg: AdaptConfig, peak: float, step: int, total: int) -> float
     return peak * max(0.0, 1.0 - progress)
 
 
-def tokenize_documents(lm: LoadedModel, documents: list[Document], cfg: AdaptConfig) -> list[tuple[list[int], list[bool]]]:
+def tokenize_documents(
+    lm: LoadedModel, documents: list[Document], cfg: AdaptConfig
+) -> list[tuple[list[int], list[bool]]]:
     """Token ids and a loss mask per document (the paper's padding quirk adds trained-on pad tokens)."""
     tok = lm.tokenizer
     out = []
@@ -70,7 +73,10 @@ def tokenize_documents(lm: LoadedModel, documents: list[Document], cfg: AdaptCon
         if isinstance(doc, tuple):
             prompt = tok(doc[0], add_special_tokens=True).input_ids
             completion = tok(doc[1], add_special_tokens=False).input_ids + [tok.eos_token_id]
-            ids, loss = (prompt + completion)[: cfg.max_doc_tokens], ([False] * len(prompt) + [True] * len(completion))[: cfg.max_doc_tokens]
+            ids, loss = (
+                (prompt + completion)[: cfg.max_doc_tokens],
+                ([False] * len(prompt) + [True] * len(completion))[: cfg.max_doc_tokens],
+            )
             out.append((ids, loss))
             continue
         ids = tok(doc, add_special_tokens=True).input_ids[: cfg.max_doc_tokens]
@@ -81,6 +87,54 @@ def tokenize_documents(lm: LoadedModel, documents: list[Document], cfg: AdaptCon
             loss = loss + [True] * pad
         out.append((ids, loss))
     return out
+
+
+@dataclass
+class _Adapter:
+    """A job in training: its tokenised documents, the documents of each of its optimiser steps, its losses."""
+
+    job: TrainJob
+    documents: list[tuple[list[int], list[bool]]]
+    steps: list[list[int]]
+    losses: list[float]
+
+    @property
+    def done(self) -> bool:
+        return len(self.losses) == len(self.steps)
+
+    def learning_rate(self, cfg: AdaptConfig) -> float:
+        return learning_rate(cfg, self.job.lr or cfg.lr, len(self.losses), len(self.steps))
+
+
+def _packed_losses(lm: LoadedModel, bank: AdapterBank, slots: list[int], batch_docs: list[list]) -> torch.Tensor:
+    """Forward pass over one packed batch (slot i's documents through its adapter) and each slot's loss:
+    the mean over its documents of the step (HF's batch mean)."""
+    owners = [s for s, docs in zip(slots, batch_docs) for _ in docs]
+    batch = pack([d for docs in batch_docs for d in docs], lm.device)
+    with bank.route(owners, batch["lengths"]), packed_forward(lm.model, batch["lengths"]):
+        # squeeze, not [0]: select's backward would allocate and copy a second (tokens x vocab) tensor
+        logits = lm.model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits.squeeze(0)
+    sequence_losses = per_sequence_loss(logits, batch["labels"], batch["segment"], len(owners))
+    owner_index = torch.tensor([i for i, docs in enumerate(batch_docs) for _ in docs], device=lm.device)
+    losses = torch.zeros(len(slots), device=lm.device).index_add(0, owner_index, sequence_losses)
+    return losses / torch.tensor([len(docs) for docs in batch_docs], device=lm.device)
+
+
+@contextmanager
+def _training(bank: AdapterBank, optimiser: StackedAdamW):
+    """The bank's weights trainable and the model in train mode for the duration, frozen and in eval mode after."""
+    bank.model.train()
+    for p in bank.parameters():
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        optimiser.zero_grad()
+        bank.model.eval()
+        for p in bank.parameters():
+            p.requires_grad_(False)
 
 
 def train_adapters(
@@ -97,69 +151,59 @@ def train_adapters(
     dry instead of every group running as long as its longest plan. `finished(slot, j)` is
     called between steps when job j's adapter is trained, while it sits in `slot` and before the
     slot is reused; it may score or copy that adapter but must leave the bank's weights and the
-    model's mode as it found them. With no more jobs than slots, job j trains and ends in slot j."""
-    device = lm.device
+    model's mode as it found them. With no more jobs than slots, job j trains and ends in slot j.
+
+    Args:
+        lm: the frozen base model the bank is installed in.
+        bank: K adapter slots; each job gets a fresh adapter (seeded by `job.seed`) in a free slot.
+        jobs: documents to train on, a seed, and optionally the job's own lr and epochs.
+        cfg: epochs, lr, schedule, documents per step, clipping, weight decay.
+        finished: called as `finished(slot, j)` when job j is trained.
+    Returns:
+        every job's per-step losses and the number of packed tokens trained.
+    """
     optimiser = StackedAdamW(bank, weight_decay=cfg.weight_decay)
-    docs = [tokenize_documents(lm, job.documents, cfg) for job in jobs]
-    orders = [document_order(len(d), job.epochs or cfg.epochs, job.seed) for d, job in zip(docs, jobs)]
-    # Each adapter takes batch_size documents per optimiser step, in its own order.
-    steps = [[order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)] for order in orders]
-    stats = TrainStats(losses=[[] for _ in jobs])
+    adapters = []
+    for job in jobs:
+        documents = tokenize_documents(lm, job.documents, cfg)
+        order = document_order(len(documents), job.epochs or cfg.epochs, job.seed)
+        steps = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+        adapters.append(_Adapter(job, documents, steps, []))
     line = iter(range(len(jobs)))
     running: dict[int, int] = {}  # slot -> the job it trains
+    stats = TrainStats(losses=[a.losses for a in adapters])  # the same lists, filled as training goes
 
     def take_next(slot: int) -> None:
         for j in line:
             bank.reset(slot, jobs[j].seed)
             optimiser.reset(slot)
-            if steps[j]:
+            if adapters[j].steps:
                 running[slot] = j
                 return
             if finished is not None:  # nothing to train on: the fresh (no-op) adapter is the result
                 finished(slot, j)
 
-    bank.model.train()
-    for layer in bank.layers.values():
-        layer.lora_A.requires_grad_(True)
-        layer.lora_B.requires_grad_(True)
-    try:
+    with _training(bank, optimiser):
         for slot in range(bank.slots):
             take_next(slot)
         while running:
             slots = sorted(running)
             owned = [running[s] for s in slots]  # the job each active slot trains
-            taken = [len(stats.losses[j]) for j in owned]  # the steps each has taken
-            step_docs = [steps[j][n] for j, n in zip(owned, taken)]
-            owners = [s for s, ds in zip(slots, step_docs) for _ in ds]
-            batch = pack([docs[j][d] for j, ds in zip(owned, step_docs) for d in ds], device)
-            with bank.route(owners, batch["lengths"]), packed_forward(lm.model, batch["lengths"]):
-                # squeeze, not [0]: select's backward would allocate and copy a second (tokens x vocab) tensor
-                logits = lm.model(
-                    input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
-                ).logits.squeeze(0)
-            sequence_losses = per_sequence_loss(logits, batch["labels"], batch["segment"], len(owners))
-            # An adapter's loss is the mean over its documents of the step (HF's batch mean).
-            owner_index = torch.tensor([slots.index(s) for s in owners], device=device)
-            losses = torch.zeros(len(slots), device=device).index_add(0, owner_index, sequence_losses)
-            losses = losses / torch.tensor([len(ds) for ds in step_docs], device=device)
+            training = [adapters[j] for j in owned]
+            batch_docs = [[a.documents[d] for d in a.steps[len(a.losses)]] for a in training]
+            losses = _packed_losses(lm, bank, slots, batch_docs)
             optimiser.zero_grad(slots)
             with warnings.catch_warnings():
                 # The bank's gradients are strided views into one buffer on purpose (see AdapterBank.__init__).
                 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
                 losses.sum().backward()
-            lrs = [learning_rate(cfg, jobs[j].lr or cfg.lr, n, len(steps[j])) for j, n in zip(owned, taken)]
-            optimiser.step(slots, lrs, cfg.max_grad_norm)
-            stats.tokens += batch["input_ids"].shape[1]
-            for s, j, loss in zip(slots, owned, losses.tolist()):
-                stats.losses[j].append(loss)
-                if len(stats.losses[j]) == len(steps[j]):
-                    del running[s]
+            optimiser.step(slots, [a.learning_rate(cfg) for a in training], cfg.max_grad_norm)
+            stats.tokens += sum(len(ids) for docs in batch_docs for ids, _ in docs)
+            for slot, j, loss in zip(slots, owned, losses.tolist()):
+                adapters[j].losses.append(loss)
+                if adapters[j].done:
+                    del running[slot]
                     if finished is not None:
-                        finished(s, j)
-                    take_next(s)
-    finally:
-        optimiser.zero_grad()
-        bank.model.eval()
-        for p in bank.parameters():
-            p.requires_grad_(False)
+                        finished(slot, j)
+                    take_next(slot)
     return stats

@@ -83,7 +83,7 @@ _layout: _Layout | None = None  # the packed batch now in the model
 def packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     """Causal attention within each packed sequence; query/key/value are (1, heads, tokens, dim)."""
     if _layout is None:
-        raise RuntimeError("packed attention used outside seal.packing.packed_forward")
+        raise RuntimeError("packed attention used outside seal.engine.packing.packed_forward")
     return _layout.attend(query, key, value, dropout, scaling), None
 
 

@@ -1,0 +1,96 @@
+"""Steps every experiment shares, whatever its domain: seeds, means, progress, self-edit sampling.
+
+Each step is resumable from the run store: it files its records under keys and a re-run does
+only the keys that are missing. Model work goes through an executor (`seal.cluster`) as a
+module-level function `fn(lm, item, *args)`, so it runs the same in-process or on workers.
+"""
+
+from __future__ import annotations
+
+import statistics
+import zlib
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from seal.cluster import Executor
+from seal.config import SamplingConfig
+from seal.engine.sampling import generate
+from seal.models import LoadedModel
+from seal.store import RunStore, key
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed fixed by its parts (a run's seed, a phase, a key): the same wherever and whenever it is drawn."""
+    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+def mean(xs: list[float]) -> float:
+    return statistics.fmean(xs) if xs else float("nan")
+
+
+def progress_bar(console: Console) -> Progress:
+    """A progress bar with the items done, the time spent and an estimate of the time left."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def sample_self_edits(
+    store: RunStore,
+    executor: Executor,
+    prefix: str,
+    wanted: list[tuple[str, str]],
+    sampling: SamplingConfig,
+    seed: int,
+    console: Console,
+) -> None:
+    """A completion of each (key, prompt) filed as self-edit `{prefix}/{key}` with its prompt.
+
+    Batch b is seeded by (seed, prefix, b) and written in one transaction, so a resumed run samples
+    exactly what the interrupted one would have.
+
+    Args:
+        store: the run store (self-edits are filed under the kind "self_edits").
+        executor: where the policy runs.
+        prefix: the phase the self-edits belong to (a condition, `r1/train/implications`, ...).
+        wanted: (key within the phase, unformatted prompt) pairs.
+        sampling: temperature, top_p, new tokens, prompts per batch.
+        seed: the run's seed.
+        console: where the progress bar is drawn.
+    """
+    batches = [wanted[s : s + sampling.batch_size] for s in range(0, len(wanted), sampling.batch_size)]
+    done = store.keys("self_edits")
+    todo = [(b, batch) for b, batch in enumerate(batches) if any(key(prefix, k) not in done for k, _ in batch)]
+    if not todo:
+        return
+    with progress_bar(console) as progress:
+        task = progress.add_task(f"{prefix}: writing self-edits", total=sum(len(b) for _, b in todo))
+        for (_, batch), texts in executor.map(sample_work, todo, sampling, seed, prefix):
+            store.put_many(
+                "self_edits", [(key(prefix, k), {"prompt": x, "text": t}) for (k, x), t in zip(batch, texts)]
+            )
+            progress.advance(task, len(batch))
+
+
+def sample_work(
+    lm: LoadedModel, item: tuple[int, list[tuple[str, str]]], sampling: SamplingConfig, seed: int, prefix: str
+):
+    """Completions of one batch of prompts, seeded by the batch's index (the same wherever it runs)."""
+    b, batch = item
+    torch.manual_seed(stable_seed(seed, prefix, b))
+    return generate(
+        lm,
+        [lm.format_prompt(x) for _, x in batch],
+        max_new_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        batch_size=sampling.batch_size,
+    )

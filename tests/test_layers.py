@@ -1,0 +1,96 @@
+"""The import structure: imports run one way, from the CLI down to the ground floor, with no circle.
+
+Every `import` of a seal module (at the top of a file or inside a function) is read from the
+source; a module may import only from its own layer or the layers below, never from a layer
+above, the engine never from a domain, and no two modules import each other (even indirectly).
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# From the bottom up. A module belongs to the layer of the longest prefix that names it.
+LAYERS = [
+    ["seal.errors", "seal.config", "seal.stats", "seal.report"],  # the ground floor: no model, no run
+    ["seal.store", "seal.models"],
+    ["seal.domains", "seal.grading"],  # what a context, a self-edit, a plan and a grade are
+    ["seal.engine"],  # train and score K adapters: no domain in it
+    ["seal.policy"],  # the ReST-EM M-step
+    ["seal.cluster"],  # where model work runs
+    ["seal.experiments.steps", "seal.experiments.knowledge_steps"],  # steps the experiments share
+    ["seal.experiments"],  # one module per experiment
+    ["seal.cli", "seal.__main__"],
+]
+FORBIDDEN = [
+    ("seal.engine", "seal.domains"),  # the engine knows no domain
+    ("seal.engine", "seal.experiments"),
+    ("seal.domains.knowledge", "seal.domains.arc"),  # no imports between domains
+    ("seal.domains.arc", "seal.domains.knowledge"),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def seal_imports(path: Path) -> set[str]:
+    """Every seal module the file imports, wherever the import stands."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names if alias.name.startswith("seal")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("seal"):
+            # `from seal import policy` imports the module seal.policy
+            out |= {f"{node.module}.{alias.name}" if node.module == "seal" else node.module for alias in node.names}
+    return out
+
+
+def layer(name: str) -> int:
+    matches = [(len(prefix), i) for i, prefixes in enumerate(LAYERS) for prefix in prefixes if _within(name, prefix)]
+    assert matches, f"{name} is in no layer: add it to LAYERS"
+    return max(matches)[1]
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+GRAPH = {module_name(p): seal_imports(p) for p in sorted((SRC / "seal").rglob("*.py")) if module_name(p) != "seal"}
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_no_module_imports_from_a_layer_above_it_or_across_a_forbidden_line(module):
+    for imported in GRAPH[module]:
+        assert layer(imported) <= layer(module), f"{module} (layer {layer(module)}) imports {imported} from above"
+        for importer, target in FORBIDDEN:
+            assert not (_within(module, importer) and _within(imported, target)), f"{module} imports {imported}"
+
+
+def test_no_import_circle():
+    modules = {m: {i for i in imports if i in GRAPH and i != m} for m, imports in GRAPH.items()}
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for imported in sorted(modules[module]):
+            assert state.get(imported) != "open", "import circle: " + " -> ".join(path + [module, imported])
+            if imported not in state:
+                visit(imported, path + [module])
+        state[module] = "done"
+
+    for module in sorted(modules):
+        if module not in state:
+            visit(module, [])
+
+
+def test_a_circle_or_an_upward_import_would_be_caught():
+    """The checks above on a made-up graph: they can fail."""
+    assert layer("seal.engine.loop") > layer("seal.grading.verdict")
+    assert layer("seal.experiments.arc") > layer("seal.experiments.steps")
+    assert layer("seal.cli") > layer("seal.experiments.knowledge_eval")
