@@ -33,7 +33,7 @@ from seal.engine.sampling import generate
 from seal.engine.scoring import regroup
 from seal.engine.training import TrainJob
 from seal.errors import DataError
-from seal.experiments.steps import mean, progress_bar, sample_self_edits, stable_seed
+from seal.experiments.steps import Experiment, mean, progress_bar, sample_self_edits, stable_seed
 from seal.models import LoadedModel, ModelOnDemand
 from seal.policy import PolicyOnDemand, policy_key, run_rounds, select
 from seal.store import RunStore, key
@@ -234,14 +234,8 @@ def train_phase(r: int) -> str:
     return f"r{r}/self-edit"
 
 
-class ArcEval:
-    """`seal arc eval`: each condition's success rate on a set of ARC tasks.
-
-    Args:
-        cfg: the run's config.
-        out: the run directory (created, or resumed when it holds a run of the same config).
-        console: where progress is drawn.
-    """
+class ArcEval(Experiment):
+    """`seal arc eval`: each condition's success rate on a set of ARC tasks."""
 
     def __init__(self, cfg: ArcEvalConfig, out: str | Path, console: Console | None = None):
         self.cfg, self.console = cfg, console or Console()
@@ -265,14 +259,8 @@ class ArcEval:
             })  # fmt: skip
 
 
-class ArcTrain:
-    """`seal arc train`: ReST-EM rounds on training tasks, each policy evaluated on held-out tasks.
-
-    Args:
-        cfg: the run's config.
-        out: the run directory (created, or resumed when it holds a run of the same config).
-        console: where progress is drawn.
-    """
+class ArcTrain(Experiment):
+    """`seal arc train`: ReST-EM rounds on training tasks, each policy evaluated on held-out tasks."""
 
     def __init__(self, cfg: ArcTrainConfig, out: str | Path, console: Console | None = None):
         self.cfg, self.console = cfg, console or Console()

@@ -30,7 +30,7 @@ from seal.domains.knowledge import Passage
 from seal.engine.adapters import AdapterBank
 from seal.engine.training import TrainJob, train_adapters
 from seal.experiments.knowledge_steps import KnowledgeSteps, record_key, select_passages
-from seal.experiments.steps import mean, stable_seed
+from seal.experiments.steps import Experiment, mean, stable_seed
 from seal.grading import check_metric
 from seal.models import ModelOnDemand
 from seal.store import RunStore, atomic_directory
@@ -44,7 +44,7 @@ def step_phase(sequence: int, arm: str, t: int) -> str:
     return f"s{sequence}/{arm}/t{t}"
 
 
-class KnowledgeContinual:
+class KnowledgeContinual(Experiment):
     def __init__(self, cfg: KnowledgeContinualConfig, out: str | Path, console: Console | None = None):
         knowledge.check_variant(cfg.variant)
         check_metric(cfg.metric, cfg.judge, "metric")

@@ -22,12 +22,13 @@ from seal.engine.scoring import score_probes
 from seal.experiments.knowledge_steps import (
     KnowledgeSteps,
     PlanItem,
+    check_conditions,
     file_self_edits,
     probes_for,
     record_key,
     select_passages,
 )
-from seal.experiments.steps import mean, stable_seed
+from seal.experiments.steps import Experiment, mean, stable_seed
 from seal.grading import check_metric, metrics
 from seal.models import ModelOnDemand
 from seal.store import RunStore, key
@@ -36,18 +37,14 @@ KNOWN = ("base", "passage", "file", *knowledge.VARIANTS)
 TRAINED = "cpt"  # the phase of each trained condition's answers: `cpt/{condition}`, one record for all passages
 
 
-class KnowledgeCPT:
+class KnowledgeCPT(Experiment):
     def __init__(self, cfg: KnowledgeCPTConfig, out: str | Path, console: Console | None = None):
-        unknown = [c for c in cfg.conditions if c not in KNOWN]
-        if unknown:
-            raise ValueError(f"unknown condition(s) {', '.join(unknown)}; choose from {', '.join(KNOWN)}")
+        check_conditions(cfg.conditions, KNOWN)
         check_metric(cfg.reward, cfg.judge)
         self.cfg = cfg
         self.console = console or Console()
         self.passages = select_passages(cfg.data, cfg.passages, cfg.paper_subset)
-        self.from_file = {}
-        if "file" in cfg.conditions:
-            self.from_file = file_self_edits(cfg.self_edits_file, cfg.data, self.passages, cfg.sampling.k)
+        self.from_file = file_self_edits(cfg, self.passages)
         self.store = RunStore(out, cfg)
         self.model = ModelOnDemand(cfg.model)
         self.steps = KnowledgeSteps.for_config(cfg, self.store, LocalExecutor(self.model), self.console)

@@ -23,11 +23,13 @@ from seal.domains.knowledge import Passage
 from seal.experiments.knowledge_steps import (
     KnowledgeSteps,
     PlanItem,
+    check_conditions,
     file_self_edits,
     record_key,
     select_passages,
     summarise_conditions,
 )
+from seal.experiments.steps import Experiment
 from seal.grading import check_metric, metrics
 from seal.models import ModelOnDemand
 from seal.store import RunStore
@@ -39,29 +41,19 @@ RECORDS_FILE = "records.jsonl"
 
 
 def validate(cfg: KnowledgeEvalConfig) -> None:
-    unknown = [c for c in cfg.conditions if c not in KNOWN]
-    if unknown:
-        raise ValueError(f"unknown condition(s) {', '.join(unknown)}; choose from {', '.join(KNOWN)}")
+    check_conditions(cfg.conditions, KNOWN)
     check_metric(cfg.reward, cfg.judge)
 
 
-class KnowledgeEval:
-    """`seal knowledge eval`: each condition's closed-book scores on the chosen passages.
-
-    Args:
-        cfg: the run's config.
-        out: the run directory (created, or resumed when it holds a run of the same config).
-        console: where progress is drawn.
-    """
+class KnowledgeEval(Experiment):
+    """`seal knowledge eval`: each condition's closed-book scores on the chosen passages."""
 
     def __init__(self, cfg: KnowledgeEvalConfig, out: str | Path, console: Console | None = None):
         validate(cfg)
         self.cfg = cfg
         self.console = console or Console()
         self.passages = select_passages(cfg.data, cfg.passages, cfg.paper_subset)
-        self.from_file = {}
-        if "file" in cfg.conditions:
-            self.from_file = file_self_edits(cfg.self_edits_file, cfg.data, self.passages, cfg.sampling.k)
+        self.from_file = file_self_edits(cfg, self.passages)
         self.store = RunStore(out, cfg)
         self.executor = make_executor(cfg.executor, ModelOnDemand(cfg.model))
         self.steps = KnowledgeSteps.for_config(cfg, self.store, self.executor, self.console)

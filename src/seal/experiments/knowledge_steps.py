@@ -55,9 +55,19 @@ def select_passages(data: str, n: int | None, paper_subset: bool) -> list[Passag
     return chosen
 
 
-def file_self_edits(self_edits_file: str | None, data: str, passages: list[Passage], k: int) -> dict[str, list[str]]:
-    """Self-edits for the 'file' condition (the first k `completions` of each passage in `self_edits_file`,
-    else in the passages' own file), matched to the evaluated passages by their text."""
+def check_conditions(conditions: list[str], known: tuple[str, ...]) -> None:
+    unknown = [c for c in conditions if c not in known]
+    if unknown:
+        raise ValueError(f"unknown condition(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+
+
+def file_self_edits(cfg, passages: list[Passage]) -> dict[str, list[str]]:
+    """Self-edits for the 'file' condition, when a config (eval or CPT) has it: the first `sampling.k`
+    `completions` of each passage in `self_edits_file` (else in the passages' own file), matched to the
+    evaluated passages by their text."""
+    if "file" not in cfg.conditions:
+        return {}
+    self_edits_file, data, k = cfg.self_edits_file, cfg.data, cfg.sampling.k
     source = knowledge.load_passages(self_edits_file) if self_edits_file else passages
     by_text = {(p.title, p.context): p.completions for p in source if p.completions is not None}
     out, missing = {}, []
@@ -200,10 +210,10 @@ def summarise_conditions(
             n_runs += len(runs)
             seconds += [v["seconds"] for k, v in adapt.items() if k.startswith(start)]
             # A passage's score under a condition: the mean over its self-edits of the mean over its questions.
-            per_passage[p.key][condition] = {m: mean([mean([q[m] for q in run]) for run in runs]) for m in metrics}
+            per_passage[p.key][condition] = {m: mean([mean([r[m] for r in run]) for run in runs]) for m in metrics}
             for m in metrics:
                 passage_means[m].append(per_passage[p.key][condition][m])
-                question_values[m] += [q[m] for run in runs for q in run]
+                question_values[m] += [r[m] for run in runs for r in run]
         summary[condition] = {
             "macro": {m: mean(passage_means[m]) for m in metrics},
             "micro": {m: mean(question_values[m]) for m in metrics},

@@ -30,7 +30,7 @@ from seal.domains import knowledge
 from seal.domains.knowledge import Passage
 from seal.errors import DataError
 from seal.experiments.knowledge_steps import KnowledgeSteps, PlanItem, record_key, select_passages, summarise_conditions
-from seal.experiments.steps import mean, stable_seed
+from seal.experiments.steps import Experiment, mean, stable_seed
 from seal.grading import check_metric, metrics
 from seal.store import RunStore, key
 
@@ -56,14 +56,8 @@ def selection_key(r: int, passage: Passage) -> str:
     return f"r{r}/{passage.key}"
 
 
-class KnowledgeTrain:
-    """`seal knowledge train`: ReST-EM rounds, each policy evaluated on held-out passages.
-
-    Args:
-        cfg: the run's config.
-        out: the run directory (created, or resumed when it holds a run of the same config).
-        console: where progress is drawn.
-    """
+class KnowledgeTrain(Experiment):
+    """`seal knowledge train`: ReST-EM rounds, each policy evaluated on held-out passages."""
 
     def __init__(self, cfg: KnowledgeTrainConfig, out: str | Path, console: Console | None = None):
         knowledge.check_variant(cfg.variant)
@@ -116,9 +110,10 @@ class KnowledgeTrain:
                 for k, (passage, plan) in self._plans(edits, passages, cfg.eval_k).items()
             ]
             if policy_round == 0 and "passage" in cfg.baselines:
+                passage_only = key(phase, "passage")
                 items += [
-                    PlanItem(record_key(key(phase, "passage"), q), [q], knowledge.plan(q, "").documents)
-                    for q in passages
+                    PlanItem(record_key(passage_only, passage), [passage], knowledge.plan(passage, "").documents)
+                    for passage in passages
                 ]
             self.steps.adapt(items, f"{phase}: adapting and scoring")
 
@@ -130,14 +125,14 @@ class KnowledgeTrain:
         edits = key(phase, cfg.variant)
         out: dict[str, dict[int, float | None]] = {}
         for passage in self.train_passages:
-            before = mean([q[cfg.reward] for q in answers[record_key(key(phase, "base"), passage)]])
+            before = mean([record[cfg.reward] for record in answers[record_key(key(phase, "base"), passage)]])
             out[passage.key] = {}
             for i in range(cfg.sampling.k):
                 if plans[record_key(edits, passage, i)][1].self_edit_documents == 0:
                     out[passage.key][i] = None
                     continue
                 runs = [answers[repeat_key(edits, passage, i, rep)] for rep in range(cfg.repeats)]
-                out[passage.key][i] = mean([mean([q[cfg.reward] for q in run]) for run in runs]) - before
+                out[passage.key][i] = mean([mean([record[cfg.reward] for record in run]) for run in runs]) - before
         return out
 
     def train_round(self, r: int) -> None:
@@ -192,34 +187,36 @@ def summarise(cfg: KnowledgeTrainConfig, train: list[Passage], held_out: list[Pa
     answers, adapt, timing = store.all("answers"), store.all("adapt"), store.all("timing")
     selections, sampled, policies = store.all("selections"), store.all("self_edits"), store.all("policy")
     rounds = []
-    for p in range(cfg.rounds + 1):
-        phase = eval_phase(p)
-        conditions = ["base", cfg.variant] + ([*cfg.baselines] if p == 0 else [])
+    for policy_round in range(cfg.rounds + 1):
+        phase = eval_phase(policy_round)
+        conditions = ["base", cfg.variant] + ([*cfg.baselines] if policy_round == 0 else [])
         evaluation, _ = summarise_conditions(
             answers, adapt, held_out, conditions, metrics(cfg.judge), cfg.reward, phase=phase + "/"
         )
-        row: dict = {"round": p, "eval": evaluation, "eval_seconds": timing.get(phase)}
+        row: dict = {"round": policy_round, "eval": evaluation, "eval_seconds": timing.get(phase)}
         eval_edits = [
-            sampled[record_key(key(phase, cfg.variant), q, i)]["text"] for q in held_out for i in range(cfg.eval_k)
+            sampled[record_key(key(phase, cfg.variant), passage, i)]["text"]
+            for passage in held_out
+            for i in range(cfg.eval_k)
         ]
         row["eval_self_edit_words"] = mean([len(t.split()) for t in eval_edits])
-        if p >= 1:
-            rewards = [x for q in train for x in selections[selection_key(p, q)]["rewards"]]
+        if policy_round >= 1:
+            rewards = [x for passage in train for x in selections[selection_key(policy_round, passage)]["rewards"]]
             valid = [x for x in rewards if x is not None]
-            edits = key(train_phase(p), cfg.variant)
-            texts = [sampled[record_key(edits, q, i)]["text"] for q in train for i in range(cfg.sampling.k)]
-            sft = policies[policy.policy_key(p)]
+            edits = key(train_phase(policy_round), cfg.variant)
+            texts = [sampled[record_key(edits, passage, i)]["text"] for passage in train for i in range(cfg.sampling.k)]
+            sft = policies[policy.policy_key(policy_round)]
             row["train"] = {
                 "rewards": rewards,
                 "reward_mean": mean(valid),
                 "reward_std": statistics.pstdev(valid) if valid else float("nan"),
                 "fraction_gaining": mean([float(x > 0) for x in valid]),
                 "invalid": len(rewards) - len(valid),
-                "kept": sum(len(selections[selection_key(p, q)]["kept"]) for q in train),
+                "kept": sum(len(selections[selection_key(policy_round, passage)]["kept"]) for passage in train),
                 "self_edit_words": [len(t.split()) for t in texts],
                 "sft_examples": sft["examples"],
                 "sft_loss_first_last": [sft["losses"][0], sft["losses"][-1]] if sft["losses"] else None,
-                "seconds": (timing.get(f"r{p}/sample-and-score") or 0.0) + (timing.get(f"r{p}/sft") or 0.0),
+                "seconds": sum(timing.get(f"r{policy_round}/{part}") or 0.0 for part in ("sample-and-score", "sft")),
             }
         rounds.append(row)
     return {

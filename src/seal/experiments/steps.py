@@ -21,6 +21,15 @@ from seal.models import LoadedModel
 from seal.store import RunStore, key
 
 
+class Experiment:
+    """One command's experiment: built from its config and a run directory (created, or resumed when it
+    holds a run of the same config; `console` is where progress is drawn), `run()` does what the store
+    does not hold yet and returns what it writes to results.json."""
+
+    def run(self) -> dict:
+        raise NotImplementedError
+
+
 def stable_seed(*parts: object) -> int:
     """A seed fixed by its parts (a run's seed, a phase, a key): the same wherever and whenever it is drawn."""
     return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
