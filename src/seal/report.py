@@ -15,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: reports are made on headless machines
 import matplotlib.pyplot as plt
 
+from seal.stats import format_ci
+
 REPORT_DIR = "report"
 REPORT_FILE = "report.md"
 
@@ -40,6 +42,37 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _cell(row: dict, metric: str) -> str:
+    """A condition's macro mean with its 95% interval over contexts, when the results have one."""
+    ci = row.get("ci", {}).get(metric)
+    return format_ci(ci) if ci else _fmt(row["macro"][metric])
+
+
+def _arms(ci: dict | None) -> tuple[float, float]:
+    """(below, above) the mean: an interval's arms for an error bar (0 without an interval)."""
+    if not ci or ci["n"] < 2:
+        return 0.0, 0.0
+    return ci["mean"] - ci["lo"], ci["hi"] - ci["mean"]
+
+
+def _error(row: dict, metric: str) -> tuple[float, float]:
+    return _arms(row.get("ci", {}).get(metric))
+
+
+def _paired_table(paired: dict, metrics: list[str]) -> str:
+    """Each comparison's mean difference over contexts with its 95% interval, and wins/losses."""
+    if not paired:
+        return ""
+    rows = [
+        [name, *[f"{format_ci(d[m], signed=True)} ({d[m]['wins']}/{d[m]['losses']})" for m in metrics]]
+        for name, d in paired.items()
+    ]
+    return (
+        "Paired differences over the same contexts (mean, 95% bootstrap interval; contexts won/lost):\n\n"
+        + _markdown_table(["comparison", *metrics], rows)
+    )
+
+
 # --- ReST-EM runs ----------------------------------------------------------------------------------
 
 
@@ -49,8 +82,10 @@ def train_report(results: dict, out: Path) -> str:
     trained = [r for r in rounds if "train" in r]
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(numbers, [r["eval"][variant]["macro"][reward] for r in rounds], "o-", label=f"self-edit ({variant})")
-    ax.plot(numbers, [r["eval"]["base"]["macro"][reward] for r in rounds], "s--", label="closed-book, no adaptation")
+    for condition, style, label in ((variant, "o-", f"self-edit ({variant})"), ("base", "s--", "closed-book")):
+        rows_of = [r["eval"][condition] for r in rounds]
+        errors = list(zip(*[_error(row, reward) for row in rows_of]))
+        ax.errorbar(numbers, [row["macro"][reward] for row in rows_of], yerr=errors, fmt=style, capsize=3, label=label)
     for name, style in (("in-context", ":"), ("passage", "-.")):
         if name in rounds[0]["eval"]:
             ax.axhline(
@@ -90,10 +125,12 @@ def train_report(results: dict, out: Path) -> str:
             f"{r['eval_self_edit_words']:.0f}",
             f"{(t['seconds'] if t else 0) + (r['eval_seconds'] or 0):.0f}",
         ])  # fmt: skip
-    baselines = [
-        [name, _fmt(rounds[0]["eval"][name]["macro"][reward])]
-        for name in ("in-context", "passage")
-        if name in rounds[0]["eval"]
+    metrics = list(rounds[0]["eval"]["base"]["macro"])
+    held_out = [
+        [name, *[_cell(row, m) for m in metrics]]
+        for name, row in [("base", rounds[0]["eval"]["base"])]
+        + [(c, rounds[0]["eval"][c]) for c in rounds[0]["eval"] if c not in ("base", variant)]
+        + [(f"{variant}@{r['round']}", r["eval"][variant]) for r in rounds]
     ]
     return "\n\n".join(
         [
@@ -102,9 +139,11 @@ def train_report(results: dict, out: Path) -> str:
             f"({results['n_eval_questions']} questions); reward: {reward}; self-edit prompt: {variant}. "
             "Round 0 is the initial policy (no training); train columns describe the round that produced the policy.",
             _markdown_table(header, rows),
-            "Baselines with the initial policy:\n\n" + _markdown_table(["condition", reward], baselines)
-            if baselines
-            else "",
+            "Held-out passages (baselines with the initial policy; `"
+            + variant
+            + "@r`: the self-edits of policy r), macro means with 95% bootstrap intervals over passages:\n\n"
+            + _markdown_table(["condition", *metrics], held_out),
+            _paired_table(results.get("paired", {}), metrics),
             f"![held-out evaluation by round]({accuracy_png})",
             f"![reward and self-edit length by round]({distributions_png})",
         ]
@@ -118,7 +157,8 @@ def _conditions_chart(conditions: dict, metrics: list[str], path: Path) -> str:
     names = list(conditions)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6))
     for ax, metric in zip(axes, metrics):
-        ax.bar(names, [conditions[c]["macro"][metric] for c in names], color="tab:blue")
+        errors = list(zip(*[_error(conditions[c], metric) for c in names]))
+        ax.bar(names, [conditions[c]["macro"][metric] for c in names], yerr=errors, capsize=3, color="tab:blue")
         ax.set_title(metric)
         ax.tick_params(axis="x", rotation=60, labelsize=7)
     return _save(fig, path)
@@ -129,14 +169,16 @@ def eval_report(results: dict, out: Path) -> str:
     metrics = list(next(iter(conditions.values()))["macro"])
     png = _conditions_chart(conditions, metrics, out / "conditions.png")
     rows = [
-        [name, *[_fmt(row["macro"][m]) for m in metrics], f"{row['gain']:+.3f}", str(row["n_self_edits"] or "-"),
+        [name, *[_cell(row, m) for m in metrics], f"{row['gain']:+.3f}", str(row["n_self_edits"] or "-"),
          _fmt(row["seconds_per_self_edit"], ".1f")]
         for name, row in conditions.items()
     ]  # fmt: skip
     return "\n\n".join([
         f"# Knowledge incorporation: {results['model']}",
-        f"{results['n_passages']} passages, {results['n_questions']} questions; macro-averages over passages.",
+        f"{results['n_passages']} passages, {results['n_questions']} questions; macro-averages over passages "
+        "with 95% bootstrap intervals over passages.",
         _markdown_table(["condition", *metrics, f"gain ({results['reward']})", "self-edits", "s/self-edit"], rows),
+        _paired_table(results.get("paired", {}), metrics),
         f"![conditions]({png})",
     ])  # fmt: skip
 
@@ -148,15 +190,16 @@ def cpt_report(results: dict, out: Path) -> str:
     rows = []
     for name, row in conditions.items():
         t = row["training"]
-        rows.append([name, *[_fmt(row["macro"][m]) for m in metrics],
+        rows.append([name, *[_cell(row, m) for m in metrics],
                      f"{t['loss_first']:.3f} → {t['loss_last']:.3f} ({t['steps']} steps)" if t else "-",
                      _fmt(t and t["seconds"], ".0f")])  # fmt: skip
     return "\n\n".join(
         [
             f"# Multi-passage (continued pretraining): {results['model']}",
             f"{results['n_passages']} passages absorbed together ({results['method']}), "
-            f"{results['n_questions']} questions; macro-averages over passages.",
+            f"{results['n_questions']} questions; macro-averages over passages with 95% bootstrap intervals.",
             _markdown_table(["condition", *metrics, "training loss", "seconds"], rows),
+            _paired_table(results.get("paired", {}), metrics),
             f"![conditions]({png})",
         ]
     )
@@ -206,13 +249,28 @@ def continual_report(results: dict, out: Path) -> str:
 
 def _arc_rows(conditions: dict) -> list[list[str]]:
     return [
-        [name, f"{c['success_rate']:.1%}", f"{c['tasks_solved']:.1%}", str(c["pairs"]), str(c["invalid"]),
+        [name, _rate_cell(c), f"{c['tasks_solved']:.1%}", str(c["pairs"]), str(c["invalid"]),
          _fmt(c["seconds_per_pair"], ".0f"), "; ".join(c["invalid_reasons"])[:120] or "-"]
         for name, c in conditions.items()
     ]  # fmt: skip
 
 
-ARC_HEADER = ["condition", "success rate (pairs)", "tasks solved", "pairs", "invalid", "s/pair", "invalid because"]
+def _rate_cell(condition: dict) -> str:
+    ci = condition.get("ci")
+    if not ci:
+        return f"{condition['success_rate']:.1%}"
+    return f"{condition['success_rate']:.1%} [{ci['lo']:.1%}, {ci['hi']:.1%}]"
+
+
+ARC_HEADER = [
+    "condition",
+    "success rate (pairs) [95% CI over tasks]",
+    "tasks solved",
+    "pairs",
+    "invalid",
+    "s/pair",
+    "invalid because",
+]
 
 
 def _per_task(conditions: dict) -> str:
@@ -224,7 +282,8 @@ def _per_task(conditions: dict) -> str:
 def arc_eval_report(results: dict, out: Path) -> str:
     conditions = results["conditions"]
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.bar(list(conditions), [c["success_rate"] for c in conditions.values()], color="tab:blue")
+    errors = list(zip(*[_arms(c.get("ci")) for c in conditions.values()]))
+    ax.bar(list(conditions), [c["success_rate"] for c in conditions.values()], yerr=errors, capsize=3, color="tab:blue")
     ax.set(ylabel="success rate", ylim=(0, 1), title=f"ARC, {results['n_tasks']} tasks")
     png = _save(fig, out / "success.png")
     return "\n\n".join([
@@ -232,6 +291,7 @@ def arc_eval_report(results: dict, out: Path) -> str:
         f"{results['n_tasks']} tasks. Success rate = solved (task, self-edit) pairs / all pairs.",
         _markdown_table(ARC_HEADER, _arc_rows(conditions)),
         "Solved pairs per task:\n\n" + _per_task(conditions),
+        _paired_table(results.get("paired", {}), ["success_rate"]),
         f"![success rate]({png})",
     ])  # fmt: skip
 
@@ -240,7 +300,11 @@ def arc_train_report(results: dict, out: Path) -> str:
     rounds = results["rounds"]
     fig, ax = plt.subplots(figsize=(6, 4))
     numbers = [r["round"] for r in rounds]
-    ax.plot(numbers, [r["eval"]["self-edit"]["success_rate"] for r in rounds], "o-", label="self-edit (held-out)")
+    held_out = [r["eval"]["self-edit"] for r in rounds]
+    errors = list(zip(*[_arms(c.get("ci")) for c in held_out]))
+    ax.errorbar(
+        numbers, [c["success_rate"] for c in held_out], yerr=errors, fmt="o-", capsize=3, label="self-edit (held-out)"
+    )
     trained = [r for r in rounds if "train" in r]
     ax.plot(
         [r["round"] for r in trained],
@@ -265,6 +329,7 @@ def arc_train_report(results: dict, out: Path) -> str:
             conditions = {"training self-edits": r["train"], **conditions}
         extra = f"; policy fine-tuned on {r['train']['sft_examples']} self-edit(s)" if "train" in r else ""
         sections.append(f"## Policy {r['round']}{extra}\n\n" + _markdown_table(ARC_HEADER, _arc_rows(conditions)))
+    sections.append(_paired_table(results.get("paired", {}), ["success_rate"]))
     sections.append(f"![success by round]({png})")
     return "\n\n".join(sections)
 

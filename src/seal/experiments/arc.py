@@ -36,6 +36,7 @@ from seal.errors import DataError
 from seal.experiments.steps import Experiment, mean, progress_bar, sample_self_edits, stable_seed
 from seal.models import LoadedModel, ModelOnDemand
 from seal.policy import PolicyOnDemand, policy_key, run_rounds, select
+from seal.stats import bootstrap_ci, paired_difference
 from seal.store import RunStore, key
 
 
@@ -195,8 +196,11 @@ def condition_summary(answers: dict[str, dict], prefix: str, tasks: list[Task]) 
     per_task = {t.id: [v for k, v in answers.items() if k.startswith(key(prefix, t.key, ""))] for t in tasks}
     pairs = [r for rs in per_task.values() for r in rs]
     seconds = [r["seconds"] for r in pairs if "seconds" in r]
+    task_rates = [mean([float(r["solved"]) for r in rs]) for rs in per_task.values()]
     return {
         "success_rate": mean([float(r["solved"]) for r in pairs]),
+        "ci": bootstrap_ci(task_rates),  # of the mean over tasks of each task's success rate
+        "task_rates": task_rates,
         "tasks_solved": mean([float(any(r["solved"] for r in rs)) for rs in per_task.values()]),
         "pairs": len(pairs),
         "invalid": sum(not r["valid"] for r in pairs),
@@ -204,6 +208,16 @@ def condition_summary(answers: dict[str, dict], prefix: str, tasks: list[Task]) 
         "per_task": {task: [r["solved"] for r in rs] for task, rs in per_task.items()},
         "invalid_reasons": sorted({r["reason"] for r in pairs if not r["valid"]}),
     }
+
+
+def paired_tasks(conditions: dict[str, dict]) -> dict[str, dict]:
+    """For every pair of conditions (later minus earlier), the paired difference of their per-task success rates."""
+    names, out = list(conditions), {}
+    for i, earlier in enumerate(names):
+        for later in names[i + 1 :]:
+            rates = conditions[later]["task_rates"], conditions[earlier]["task_rates"]
+            out[f"{later} - {earlier}"] = {"success_rate": paired_difference(*rates)}
+    return out
 
 
 def _evaluate(
@@ -250,12 +264,14 @@ class ArcEval(Experiment):
             with self.store.timed("eval"):
                 _evaluate(self.steps, self.cfg, "", self.tasks, self.cfg.k, list(self.cfg.conditions))
             answers = self.store.all("answers")
+            conditions = {c: condition_summary(answers, c, self.tasks) for c in self.cfg.conditions}
             return self.store.write_results({
                 "schema": "seal.arc.eval/1",
                 "model": self.cfg.model.name,
                 "n_tasks": len(self.tasks),
                 "tasks": [t.id for t in self.tasks],
-                "conditions": {c: condition_summary(answers, c, self.tasks) for c in self.cfg.conditions},
+                "conditions": conditions,
+                "paired": paired_tasks(conditions),
             })  # fmt: skip
 
 
@@ -327,10 +343,13 @@ class ArcTrain(Experiment):
                 sft = policies[policy_key(policy_round)]
                 row["train"] = train | {"sft_examples": sft["examples"], "seconds": timing.get(f"r{policy_round}")}
             rounds.append(row)
+        table = {c: rounds[0]["eval"][c] for c in self.cfg.baselines}
+        table |= {f"self-edit@{r['round']}": r["eval"]["self-edit"] for r in rounds}
         return {
             "schema": "seal.arc.train/1",
             "model": self.cfg.model.name,
             "n_train_tasks": len(self.train_tasks),
             "n_eval_tasks": len(self.eval_tasks),
             "rounds": rounds,
+            "paired": paired_tasks(table),
         }

@@ -24,6 +24,7 @@ from seal.experiments.knowledge_steps import (
     PlanItem,
     check_conditions,
     file_self_edits,
+    paired_comparisons,
     probes_for,
     record_key,
     select_passages,
@@ -31,6 +32,7 @@ from seal.experiments.knowledge_steps import (
 from seal.experiments.steps import Experiment, mean, stable_seed
 from seal.grading import check_metric, metrics
 from seal.models import ModelOnDemand
+from seal.stats import bootstrap_ci
 from seal.store import RunStore, key
 
 KNOWN = ("base", "passage", "file", *knowledge.VARIANTS)
@@ -106,7 +108,7 @@ class KnowledgeCPT(Experiment):
 def summarise(cfg: KnowledgeCPTConfig, passages: list[Passage], store: RunStore) -> dict:
     answers, adapt = store.all("answers"), store.all("adapt")
     recorded = metrics(cfg.judge)
-    conditions = {}
+    conditions, scores = {}, {p.key: {} for p in passages}
     for condition in cfg.conditions:
         if condition == "base":
             records = [q for p in passages for q in answers[record_key("base", p)]]
@@ -117,9 +119,13 @@ def summarise(cfg: KnowledgeCPTConfig, passages: list[Passage], store: RunStore)
             per_passage.append(records[offset : offset + len(p.questions)])
             offset += len(p.questions)
         trained = adapt.get(key(TRAINED, condition))
+        for p, qs in zip(passages, per_passage):
+            scores[p.key][condition] = {m: mean([q[m] for q in qs]) for m in recorded}
+        passage_means = {m: [scores[p.key][condition][m] for p in passages] for m in recorded}
         conditions[condition] = {
-            "macro": {m: mean([mean([q[m] for q in qs]) for qs in per_passage]) for m in recorded},
+            "macro": {m: mean(passage_means[m]) for m in recorded},
             "micro": {m: mean([q[m] for q in records]) for m in recorded},
+            "ci": {m: bootstrap_ci(passage_means[m]) for m in recorded},
             "training": trained,
         }
     return {
@@ -130,4 +136,5 @@ def summarise(cfg: KnowledgeCPTConfig, passages: list[Passage], store: RunStore)
         "n_passages": len(passages),
         "n_questions": sum(len(p.questions) for p in passages),
         "conditions": conditions,
+        "paired": paired_comparisons(scores, list(cfg.conditions), recorded),
     }

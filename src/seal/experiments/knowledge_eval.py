@@ -25,6 +25,7 @@ from seal.experiments.knowledge_steps import (
     PlanItem,
     check_conditions,
     file_self_edits,
+    paired_comparisons,
     record_key,
     select_passages,
     summarise_conditions,
@@ -102,6 +103,7 @@ def summarise(cfg: KnowledgeEvalConfig, passages: list[Passage], conditions: lis
         "n_passages": len(passages),
         "n_questions": sum(len(p.questions) for p in passages),
         "conditions": summary,
+        "paired": paired_comparisons(per_passage, conditions, metrics(cfg.judge)),
         "passages": [
             {"key": p.key, "source_index": p.source_index, "title": p.title, "scores": per_passage[p.key]}
             for p in passages

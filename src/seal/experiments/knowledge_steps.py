@@ -28,6 +28,7 @@ from seal.engine.scoring import Probe, regroup, score_probes
 from seal.errors import DataError
 from seal.experiments.steps import mean, progress_bar, sample_self_edits, stable_seed
 from seal.models import LoadedModel
+from seal.stats import bootstrap_ci, paired_difference
 from seal.store import RunStore, key
 
 ANSWER_CHUNK = 16  # passages answered per unit of work (and per transaction)
@@ -217,6 +218,7 @@ def summarise_conditions(
         summary[condition] = {
             "macro": {m: mean(passage_means[m]) for m in metrics},
             "micro": {m: mean(question_values[m]) for m in metrics},
+            "ci": {m: bootstrap_ci(passage_means[m]) for m in metrics},  # over passages, of the macro mean
             "n_self_edits": n_runs if seconds else 0,
             "seconds_per_self_edit": mean(seconds) if seconds else None,
         }
@@ -224,4 +226,23 @@ def summarise_conditions(
         gains = [per_passage[p.key][condition][reward] - per_passage[p.key]["base"][reward] for p in passages]
         summary[condition]["gain"] = mean(gains)
         summary[condition]["gain_std"] = statistics.pstdev(gains) if gains else float("nan")
+        summary[condition]["gain_ci"] = bootstrap_ci(gains)
     return summary, per_passage
+
+
+def paired_comparisons(
+    per_passage: dict[str, dict[str, dict[str, float]]], conditions: list[str], metrics: list[str]
+) -> dict[str, dict[str, dict]]:
+    """For every pair of conditions (later minus earlier, in the order given), the paired difference of
+    their passage scores in each metric, with its bootstrap interval: `{"passage - base": {metric: ...}}`."""
+    out = {}
+    for i, earlier in enumerate(conditions):
+        for later in conditions[i + 1 :]:
+            out[f"{later} - {earlier}"] = {
+                m: paired_difference(
+                    [scores[later][m] for scores in per_passage.values()],
+                    [scores[earlier][m] for scores in per_passage.values()],
+                )
+                for m in metrics
+            }
+    return out

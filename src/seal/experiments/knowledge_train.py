@@ -29,7 +29,14 @@ from seal.config import KnowledgeTrainConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage
 from seal.errors import DataError
-from seal.experiments.knowledge_steps import KnowledgeSteps, PlanItem, record_key, select_passages, summarise_conditions
+from seal.experiments.knowledge_steps import (
+    KnowledgeSteps,
+    PlanItem,
+    paired_comparisons,
+    record_key,
+    select_passages,
+    summarise_conditions,
+)
 from seal.experiments.steps import Experiment, mean, stable_seed
 from seal.grading import check_metric, metrics
 from seal.store import RunStore, key
@@ -187,12 +194,17 @@ def summarise(cfg: KnowledgeTrainConfig, train: list[Passage], held_out: list[Pa
     answers, adapt, timing = store.all("answers"), store.all("adapt"), store.all("timing")
     selections, sampled, policies = store.all("selections"), store.all("self_edits"), store.all("policy")
     rounds = []
+    table: dict[str, dict[str, dict[str, float]]] = {p.key: {} for p in held_out}  # passage -> row -> scores
     for policy_round in range(cfg.rounds + 1):
         phase = eval_phase(policy_round)
         conditions = ["base", cfg.variant] + ([*cfg.baselines] if policy_round == 0 else [])
-        evaluation, _ = summarise_conditions(
+        evaluation, per_passage = summarise_conditions(
             answers, adapt, held_out, conditions, metrics(cfg.judge), cfg.reward, phase=phase + "/"
         )
+        for condition in conditions:
+            if policy_round == 0 or condition == cfg.variant:
+                for passage_key, scores in per_passage.items():
+                    table[passage_key][table_row(condition, policy_round, cfg.variant)] = scores[condition]
         row: dict = {"round": policy_round, "eval": evaluation, "eval_seconds": timing.get(phase)}
         eval_edits = [
             sampled[record_key(key(phase, cfg.variant), passage, i)]["text"]
@@ -228,4 +240,17 @@ def summarise(cfg: KnowledgeTrainConfig, train: list[Passage], held_out: list[Pa
         "n_eval_passages": len(held_out),
         "n_eval_questions": sum(len(p.questions) for p in held_out),
         "rounds": rounds,
+        # every held-out condition as a row (the baselines with policy 0), compared pairwise over passages
+        "paired": paired_comparisons(table, table_rows(cfg), metrics(cfg.judge)),
     }
+
+
+def table_rows(cfg: KnowledgeTrainConfig) -> list[str]:
+    """The held-out rows in the order of the paper's claim: closed-book, the baselines, then the self-edits
+    of policy 0 (no RL) and of each ReST-EM round."""
+    return ["base", *cfg.baselines, *(table_row(cfg.variant, r, cfg.variant) for r in range(cfg.rounds + 1))]
+
+
+def table_row(condition: str, policy_round: int, variant: str) -> str:
+    """The name of a held-out row: `base`, `passage`, ... (policy 0), `implications@1` (policy 1's self-edits)."""
+    return f"{condition}@{policy_round}" if condition == variant else condition

@@ -1,0 +1,61 @@
+"""Bootstrap intervals over contexts, checked against cases worked out by hand."""
+
+import math
+
+import pytest
+
+from seal.stats import bootstrap_ci, format_ci, paired_difference
+
+
+def test_interval_of_a_three_value_sample_matches_its_exact_bootstrap_distribution():
+    """Resampling [0, 0, 1] with replacement gives means 0, 1/3, 2/3, 1 with probabilities 8, 12, 6, 1 (/27):
+    the 2.5% quantile is 0 (P(0) = 0.296) and the 97.5% quantile is 1 (P(<= 2/3) = 26/27 = 0.963 < 0.975)."""
+    ci = bootstrap_ci([0, 0, 1])
+    assert ci["mean"] == pytest.approx(1 / 3) and ci["n"] == 3
+    assert ci["lo"] == 0.0 and ci["hi"] == 1.0
+    # at 80%: the 10% quantile is 0 (P(0) = 0.296) and the 90% quantile is 2/3 (P(<= 1/3) = 0.741 < 0.9 < 0.963)
+    ci80 = bootstrap_ci([0, 0, 1], level=0.8)
+    assert ci80["lo"] == 0.0 and ci80["hi"] == pytest.approx(2 / 3)
+
+
+def test_interval_of_a_large_sample_matches_the_normal_approximation():
+    """100 values, half 0 and half 1: standard error sqrt(0.25 / 100) = 0.05, so about 0.5 +- 1.96 x 0.05."""
+    ci = bootstrap_ci([0.0, 1.0] * 50)
+    assert ci["lo"] == pytest.approx(0.5 - 1.96 * 0.05, abs=0.01)
+    assert ci["hi"] == pytest.approx(0.5 + 1.96 * 0.05, abs=0.01)
+
+
+def test_degenerate_samples():
+    assert bootstrap_ci([0.4]) == {"mean": 0.4, "lo": 0.4, "hi": 0.4, "n": 1}
+    assert bootstrap_ci([0.2, 0.2, 0.2])["hi"] == pytest.approx(0.2)
+    empty = bootstrap_ci([None, math.nan])
+    assert empty["n"] == 0 and math.isnan(empty["mean"])
+
+
+def test_the_same_seed_gives_the_same_interval():
+    values = [0.1, 0.7, 0.3, 0.9, 0.5, 0.2]
+    assert bootstrap_ci(values) == bootstrap_ci(values)
+    assert bootstrap_ci(values, seed=1) != bootstrap_ci(values, seed=2)
+
+
+def test_paired_difference_resamples_the_per_context_differences():
+    before = [0.2, 0.5, 0.1, 0.9]
+    after = [x + 0.25 for x in before]  # every context gains exactly 0.25: no uncertainty left
+    d = paired_difference(after, before)
+    assert d["mean"] == pytest.approx(0.25) and d["lo"] == pytest.approx(0.25) and d["hi"] == pytest.approx(0.25)
+    assert (d["wins"], d["losses"], d["n"]) == (4, 0, 4)
+    # the hand case again, as differences: gains of 0, 0 and 1 on three contexts
+    d = paired_difference([1, 1, 2], [1, 1, 1])
+    assert (d["lo"], d["hi"]) == (0.0, 1.0) and (d["wins"], d["losses"]) == (1, 0)
+
+
+def test_paired_difference_leaves_out_contexts_missing_from_either_side_and_refuses_unequal_lengths():
+    d = paired_difference([1.0, None, 3.0], [0.0, 5.0, math.nan])
+    assert d["n"] == 1 and d["mean"] == 1.0
+    with pytest.raises(ValueError, match="same contexts"):
+        paired_difference([1.0], [1.0, 2.0])
+
+
+def test_format():
+    assert format_ci({"mean": 0.5, "lo": 0.25, "hi": 0.75, "n": 4}) == "0.500 [0.250, 0.750]"
+    assert format_ci({"mean": 0.1, "lo": -0.05, "hi": 0.2, "n": 4}, signed=True) == "+0.100 [-0.050, +0.200]"
