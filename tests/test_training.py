@@ -162,11 +162,18 @@ def test_train_flops_count_each_frozen_weight_once_and_only_the_tokens_own_slot(
     assert AdapterBank(untied, cfg.lora, 2).train_flops_per_token() == 4 * untied_frozen + 6 * trainable
 
 
-def test_batched_engine_matches_a_plain_peft_adapter_trained_alone(tiny_lm):
-    """Same init, same document order, same optimiser: the engine's slot equals the straightforward way."""
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"batch_size": 2, "grad_accum": 2}, {"grad_accum": 2, "schedule": "cosine", "warmup_ratio": 0.3}],
+    ids=["paper-knowledge", "batch2-accumulate2", "accumulate2-cosine"],
+)
+def test_batched_engine_matches_a_plain_peft_adapter_trained_alone(tiny_lm, settings):
+    """Same init, same document order, same optimiser: the engine's slot equals the straightforward way,
+    HF Trainer's way of batching (a padded batch's loss is the mean over its trained tokens) and of
+    accumulating gradients (each forward pass's loss divided by the passes per optimiser step) included."""
     from seal.engine.plain import fresh_peft_model, train_peft_adapter
 
-    cfg, docs = small_cfg(), DOCS[1]
+    cfg, docs = small_cfg(**settings), DOCS[1]
     fresh = fresh_peft_model(tiny_lm, 7, cfg)
     peft_init = {k: v.clone() for k, v in fresh.state_dict().items() if "lora_A" in k}
     fresh.unload()
@@ -189,3 +196,18 @@ def test_batched_engine_matches_a_plain_peft_adapter_trained_alone(tiny_lm):
     for name, layer in bank.layers.items():
         expected = peft_trained[f"base_model.model.{name}.lora_B.default.weight"]
         torch.testing.assert_close(layer.lora_B[0], expected, atol=1e-4, rtol=1e-3)
+
+
+def test_loss_after_a_marker_trains_only_on_what_follows_it(tiny_lm):
+    """The release's end_mask_substring: the tokens up to the marker carry no loss; a document
+    without the marker is trained on whole."""
+    from seal.engine.training import tokenize_documents
+
+    cfg = small_cfg(loss_after="Answer:")
+    (ids, keep), (plain_ids, plain_keep) = tokenize_documents(
+        tiny_lm, ["Question: Who won?\nAnswer: the Denver Broncos", "The capital of France is Paris."], cfg
+    )
+    trained = tiny_lm.tokenizer.decode([t for t, k in zip(ids, keep) if k])
+    assert trained.strip() == "the Denver Broncos"
+    assert not any(keep[: len(tiny_lm.tokenizer("Question: Who won?\nAnswer:").input_ids)])
+    assert all(plain_keep) and len(plain_keep) == len(plain_ids)

@@ -64,10 +64,13 @@ class AdaptConfig(Section):
     weight_decay: float = 0.0
     max_grad_norm: float = Field(1.0, description="per-adapter clipping, as HF Trainer's default; 0 disables")
     batch_size: int = Field(
-        1, ge=1, description="documents per optimiser step of each adapter (paper: 1 knowledge, 2 ARC)"
+        1, ge=1, description="documents per forward pass of each adapter (paper: 1 knowledge, 2 ARC)"
+    )
+    grad_accum: int = Field(
+        1, ge=1, description="forward passes whose gradients add up to one optimiser step (HF's accumulation)"
     )
     schedule: Literal["linear", "cosine"] = Field(
-        "linear", description="learning-rate decay over each adapter's own steps"
+        "linear", description="learning-rate decay over each adapter's own optimiser steps"
     )
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of each adapter's steps spent warming up")
     max_doc_tokens: int = Field(512, ge=8, description="documents are truncated to this many tokens")
@@ -76,6 +79,11 @@ class AdaptConfig(Section):
         description="paper quirk: pad every document to pad_to tokens and train on the padding too",
     )
     pad_to: int = Field(128, ge=8, description="document length when loss_on_padding is on")
+    loss_after: str | None = Field(
+        None,
+        description="train only on what follows the first occurrence of this text in a document (the release's "
+        "end_mask_substring); a document without it is trained on whole",
+    )
     slots: int = Field(15, ge=1, description="adapters trained together in one batched pass (the fast engine)")
     refill: int = Field(
         1,
@@ -97,7 +105,9 @@ class AdaptConfig(Section):
 class AnswerConfig(Section):
     max_new_tokens: int = Field(64, ge=1, description="paper: greedy, 64 new tokens")
     batch_size: int = Field(64, ge=1)
-    stop_at_newline: bool = Field(True, description="end an answer at its first line break")
+    stop_at_newline: bool = Field(
+        True, description="end an answer at its first line break (ours; the paper keeps all 64 tokens: false)"
+    )
 
 
 class ExecutorConfig(Section):
@@ -159,8 +169,9 @@ class PolicyConfig(Section):
         default_factory=lambda: LoraConfig(rank=64, alpha=128.0),
         description="paper: r=64, alpha=128, all linear layers",
     )
-    lr: float = Field(3e-4, gt=0)
+    lr: float = Field(3e-4, gt=0, description="peak learning rate")
     epochs: int = Field(2, ge=1)
+    schedule: Literal["linear", "cosine"] = Field("linear", description="decay after warm-up (paper ARC: cosine)")
     batch_size: int = Field(10, ge=1, description="examples per optimiser step (paper: effective batch 10)")
     micro_batch_size: int = Field(
         10, ge=1, description="examples per forward pass; gradients accumulate up to batch_size"
@@ -181,7 +192,12 @@ class KnowledgeTrainConfig(KnowledgeRunConfig):
     train_data: str = Field(
         "../shared/data/squad/synthetic/train/iter0_train.json", description="training passages (SEAL format)"
     )
-    train_passages: int | None = Field(50, description="first N training passages; None = all")
+    train_passages: int | None = Field(50, description="training passages per round; None = all")
+    round_passages: Literal["same", "fresh"] = Field(
+        "same",
+        description="same: every round trains on the first train_passages passages; fresh: round r on the r-th "
+        "block of train_passages (the release: round 0 on one set of 50, round 1 on the next)",
+    )
     eval_data: str = Field("../shared/data/squad/squad_val.json", description="held-out passages (SEAL format)")
     eval_passages: int | None = Field(20, description="held-out passages (paper subset order); None = all")
     paper_subset: bool = Field(True, description="held-out passages: first N after random.seed(42) shuffle")
@@ -189,14 +205,21 @@ class KnowledgeTrainConfig(KnowledgeRunConfig):
     rounds: int = Field(2, ge=1, description="ReST-EM rounds (paper: 2)")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(k=5), description="paper: k=5 per passage")
     eval_k: int = Field(1, ge=1, description="self-edits per held-out passage when evaluating a policy")
+    eval_times: int = Field(
+        1, ge=1, description="adapt-and-score each held-out self-edit this many times (different seeds), averaged"
+    )
     repeats: int = Field(
-        1, ge=1, description="adapt-and-score each self-edit this many times (different seeds), averaged"
+        1,
+        ge=1,
+        description="adapt-and-score each training self-edit this many times (different seeds), averaged "
+        "(the release's eval_times: 3)",
     )
     select: Literal["best", "positive"] = Field(
         "best",
-        description="best: the best self-edit per passage, even without gain (paper); "
+        description="best: the `keep` best self-edits per passage, even without gain (paper); "
         "positive: every one that beats the unadapted model",
     )
+    keep: int = Field(1, ge=1, description="self-edits kept per passage under select: best (the release's k_best)")
     baselines: list[str] = Field(
         default_factory=lambda: ["in-context", "passage"], description="conditions scored once with the initial policy"
     )
@@ -213,7 +236,12 @@ class KnowledgeContinualConfig(KnowledgeRunConfig):
     sequences: int = Field(2, ge=1, description="independent sequences, averaged")
     steps: int = Field(4, ge=1, description="passages per sequence (paper: 8)")
     paper_subset: bool = Field(True, description="draw passages in the paper subset's seed-42 order")
-    variant: str = "implications"
+    variant: str = Field("implications", description="self-edit prompt (see `seal.domains.knowledge.VARIANTS`)")
+    self_edits_by: Literal["initial", "current"] = Field(
+        "initial",
+        description="initial: every self-edit written once by the initial model (isolates the mitigation); "
+        "current: step t's self-edit written by the model merged so far (the paper)",
+    )
     mitigations: list[Literal["none", "replay"]] = Field(
         default_factory=lambda: ["none", "replay"],
         description="none: train on the new self-edit only; replay: add documents of earlier self-edits",
@@ -234,6 +262,10 @@ class KnowledgeCPTConfig(KnowledgeRunConfig):
         description="base (no training), passage (passages only), a self-edit variant, or file",
     )
     self_edits_file: str | None = Field(None, description="file with `completions` for the 'file' condition")
+    repeat_passage: bool = Field(
+        False,
+        description="the passage once per self-edit, as the release does (true); false: once per passage",
+    )
     method: Literal["lora", "full"] = Field("lora", description="one LoRA for all passages, or a full fine-tune")
     reward: str = Field("verdict", description="the headline metric (every metric is recorded)")
     adapt: AdaptConfig = Field(
@@ -283,6 +315,12 @@ class ArcTTTConfig(Section):
     max_epochs: int = Field(10, ge=1, description="more epochs are invalid")
     views: int = Field(8, ge=1, description="augmented views of each test input, voted on")
     attempts: int = Field(2, ge=1, description="voted answers per test input (ARC allows 2)")
+    voting: Literal["seal", "release"] = Field(
+        "seal",
+        description="seal: `views` symmetries of the square with permuted colours and demonstrations, one "
+        "majority vote; release: leave-one-out subsets of the demonstrations, their permutations and "
+        "geometric views, voted within each view's group and then across groups (the SEAL release's)",
+    )
     max_output_tokens: int = Field(1024, ge=8, description="cap on a predicted grid's tokens")
     batch_size: int = Field(16, ge=1, description="views decoded per generate() call")
 
@@ -306,11 +344,29 @@ def _arc_adapt() -> AdaptConfig:
     )  # fmt: skip
 
 
+class ArcSelfEditConfig(Section):
+    """How ARC self-edits are sampled beyond temperature and length."""
+
+    constrained: bool = Field(
+        False, description="constrain sampling to the self-edit's JSON schema (every self-edit parses)"
+    )
+    resample_invalid: int = Field(
+        0,
+        ge=0,
+        description="sample again a self-edit that does not parse, up to this many times (the release: until valid)",
+    )
+    unique: bool = Field(
+        False,
+        description="sample again a configuration already sampled for the task (the release's skip_repeated_configs)",
+    )
+
+
 class ArcRunConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(temperature=1.0, max_new_tokens=256, batch_size=8)
     )
+    self_edit: ArcSelfEditConfig = Field(default_factory=ArcSelfEditConfig)
     ttt: ArcTTTConfig = Field(default_factory=ArcTTTConfig)
     adapt: AdaptConfig = Field(default_factory=_arc_adapt)
     oracle: ArcFixedPlan = Field(default_factory=ArcFixedPlan)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel, get_peft_model
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_scheduler
 
 from seal.config import ModelConfig, PolicyConfig
 from seal.engine.adapters import AdapterBank
@@ -134,7 +134,7 @@ def sft(lm: LoadedModel, examples: list[SFTExample], cfg: PolicyConfig, seed: in
     rng = random.Random(seed)
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    schedule = get_linear_schedule_with_warmup(optimiser, int(cfg.warmup_ratio * total), total)
+    schedule = get_scheduler(cfg.schedule, optimiser, int(cfg.warmup_ratio * total), total)
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
     losses: list[float] = []
     model.train()
@@ -174,14 +174,15 @@ def run_rounds(rounds: int, evaluate: Callable[[int], None], train_round: Callab
     evaluate(rounds)
 
 
-def select(rewards: dict[int, float | None], how: str) -> list[int]:
-    """Indices of the self-edits to keep; None is an invalid self-edit and is never kept.
-    best: the highest reward (the first on ties), kept even when it does not gain; positive: all > 0."""
+def select(rewards: dict[int, float | None], how: str, keep: int = 1) -> list[int]:
+    """Indices of the self-edits to keep, in index order; None is an invalid self-edit and is never kept.
+    best: the `keep` highest rewards (the earlier on ties), kept even when they do not gain (the release's
+    k_best); positive: every one above 0."""
     valid = {i: r for i, r in rewards.items() if r is not None}
     if not valid:
         return []
     if how == "best":
-        return [max(valid, key=lambda i: (valid[i], -i))]
+        return sorted(sorted(valid, key=lambda i: (-valid[i], i))[:keep])
     if how == "positive":
         return [i for i, r in sorted(valid.items()) if r > 0]
     raise ValueError(f"unknown selection {how!r}; choose best or positive")

@@ -130,8 +130,10 @@ def pack(sequences: list[tuple[list[int], list[bool]]], device: torch.device) ->
     }
 
 
-def per_sequence_loss(logits: torch.Tensor, labels: torch.Tensor, segment: torch.Tensor, n: int) -> torch.Tensor:
-    """Mean next-token loss of each packed sequence, (n,).
+def sequence_token_losses(
+    logits: torch.Tensor, labels: torch.Tensor, segment: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summed next-token loss of each packed sequence and its number of trained tokens, each (n,).
 
     The cross-entropy runs in the logits' dtype: in bf16 it halves the cost of the largest
     tensor of the step (tokens x vocabulary), and the logits hold no more precision anyway."""
@@ -139,4 +141,4 @@ def per_sequence_loss(logits: torch.Tensor, labels: torch.Tensor, segment: torch
     valid = (labels != -100).float()
     total = torch.zeros(n, device=logits.device).index_add(0, segment, token_loss * valid)
     count = torch.zeros(n, device=logits.device).index_add(0, segment, valid)
-    return total / count.clamp(min=1)
+    return total, count

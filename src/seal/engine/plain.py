@@ -7,6 +7,8 @@ default) or over every weight of the model (`knowledge cpt --method full`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from peft import get_peft_model
 
@@ -23,32 +25,43 @@ def fresh_peft_model(lm: LoadedModel, seed: int, cfg: AdaptConfig):
 def train_plain(
     model, params: list[torch.nn.Parameter], lm: LoadedModel, documents: list[str], seed: int, cfg: AdaptConfig
 ) -> list[float]:
-    """The paper's inner loop written plainly: batch 1, AdamW, the configured decay, clipping.
-    Returns the loss of every step."""
-    if cfg.batch_size != 1:
-        raise ValueError(
-            "the plain (peft) inner loop trains at batch size 1; use engine: batched for adapt.batch_size > 1"
-        )
+    """The paper's inner loop written plainly, as HF's Trainer runs it: `batch_size` documents per forward
+    pass (padded, the loss a mean over their trained tokens), `grad_accum` passes per AdamW step, the
+    configured decay and clipping. Returns the loss of every forward pass."""
     optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     docs = tokenize_documents(lm, documents, cfg)
     order = document_order(len(docs), cfg.epochs, seed)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: learning_rate(cfg, 1.0, step, len(order)))
+    passes = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+    total = math.ceil(len(passes) / cfg.grad_accum)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: learning_rate(cfg, 1.0, step, total))
     model.train()
     losses = []
-    for index in order:
-        ids, loss_mask = docs[index]
-        input_ids = torch.tensor([ids], device=lm.device)
-        labels = torch.tensor([[t if keep else -100 for t, keep in zip(ids, loss_mask)]], device=lm.device)
-        loss = model(input_ids=input_ids, labels=labels, use_cache=False).loss
-        loss.backward()
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimiser.step()
-        schedule.step()
-        optimiser.zero_grad()
+    for n, batch in enumerate(passes):
+        input_ids, labels, mask = _padded([docs[i] for i in batch], lm)
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels, use_cache=False).loss
+        (loss / cfg.grad_accum).backward()
         losses.append(loss.item())
+        if (n + 1) % cfg.grad_accum == 0 or n == len(passes) - 1:
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimiser.step()
+            schedule.step()
+            optimiser.zero_grad()
     model.eval()
     return losses
+
+
+def _padded(docs: list[tuple[list[int], list[bool]]], lm: LoadedModel):
+    """Input ids, labels (-100 where not trained on, padding included) and attention mask, padded on the right."""
+    longest = max(len(ids) for ids, _ in docs)
+    input_ids = torch.full((len(docs), longest), lm.tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(docs), longest), -100, dtype=torch.long)
+    mask = torch.zeros((len(docs), longest), dtype=torch.long)
+    for row, (ids, keep) in enumerate(docs):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(ids)] = torch.tensor([t if k else -100 for t, k in zip(ids, keep)])
+        mask[row, : len(ids)] = 1
+    return input_ids.to(lm.device), labels.to(lm.device), mask.to(lm.device)
 
 
 def train_peft_adapter(lm: LoadedModel, documents: list[str], seed: int, cfg: AdaptConfig):

@@ -18,7 +18,7 @@ import torch
 
 from seal.config import AdaptConfig
 from seal.engine.adapters import AdapterBank, StackedAdamW
-from seal.engine.packing import pack, packed_forward, per_sequence_loss
+from seal.engine.packing import pack, packed_forward, sequence_token_losses
 from seal.models import LoadedModel
 
 Document = str | tuple[str, str]  # text trained on whole, or (prompt, completion) trained on the completion only
@@ -79,8 +79,8 @@ def tokenize_documents(
             )
             out.append((ids, loss))
             continue
-        ids = tok(doc, add_special_tokens=True).input_ids[: cfg.max_doc_tokens]
-        loss = [True] * len(ids)
+        ids, loss = _text_document(tok, doc, cfg.loss_after)
+        ids, loss = ids[: cfg.max_doc_tokens], loss[: cfg.max_doc_tokens]
         if cfg.loss_on_padding and len(ids) < cfg.pad_to:
             pad = cfg.pad_to - len(ids)
             ids = ids + [tok.pad_token_id] * pad
@@ -89,26 +89,52 @@ def tokenize_documents(
     return out
 
 
+def _text_document(tok, doc: str, loss_after: str | None) -> tuple[list[int], list[bool]]:
+    """A text document's ids and loss mask: every token, or with `loss_after` only the tokens that start
+    after the marker's first occurrence (the release masks up to the marker's tokens the same way)."""
+    at = doc.find(loss_after) if loss_after else -1
+    if at < 0:
+        ids = tok(doc, add_special_tokens=True).input_ids
+        return ids, [True] * len(ids)
+    encoded = tok(doc, add_special_tokens=True, return_offsets_mapping=True)
+    end = at + len(loss_after)
+    # special tokens have the empty span (0, 0): never trained on, as they come before the marker
+    return encoded.input_ids, [start >= end and stop > start for start, stop in encoded.offset_mapping]
+
+
 @dataclass
 class _Adapter:
-    """A job in training: its tokenised documents, the documents of each of its optimiser steps, its losses."""
+    """A job in training: its tokenised documents, the documents of each of its forward passes (micro-steps:
+    `grad_accum` of them make an optimiser step), and the loss of every micro-step so far."""
 
     job: TrainJob
     documents: list[tuple[list[int], list[bool]]]
     steps: list[list[int]]
     losses: list[float]
+    grad_accum: int
 
     @property
     def done(self) -> bool:
         return len(self.losses) == len(self.steps)
 
+    @property
+    def starts_a_step(self) -> bool:
+        """The next micro-step is the first of an optimiser step (its gradients start from zero)."""
+        return len(self.losses) % self.grad_accum == 0
+
+    @property
+    def ends_a_step(self) -> bool:
+        """The micro-step just taken completes an optimiser step (or is the last one)."""
+        return len(self.losses) % self.grad_accum == 0 or self.done
+
     def learning_rate(self, cfg: AdaptConfig) -> float:
-        return learning_rate(cfg, self.job.lr or cfg.lr, len(self.losses), len(self.steps))
+        optimiser_steps = math.ceil(len(self.steps) / self.grad_accum)
+        return learning_rate(cfg, self.job.lr or cfg.lr, (len(self.losses) - 1) // self.grad_accum, optimiser_steps)
 
 
 def _packed_losses(lm: LoadedModel, bank: AdapterBank, slots: list[int], batch_docs: list[list]) -> torch.Tensor:
     """Forward pass over one packed batch (slot i's documents through its adapter) and each slot's loss:
-    the mean over its documents of the step (HF's batch mean)."""
+    the mean over the trained tokens of its documents in the step (HF's loss of a padded batch)."""
     owners = [s for s, docs in zip(slots, batch_docs) for _ in docs]
     batch = pack([d for docs in batch_docs for d in docs], lm.device)
     with bank.route(owners, batch["lengths"]), packed_forward(lm.model, batch["lengths"]):
@@ -116,10 +142,11 @@ def _packed_losses(lm: LoadedModel, bank: AdapterBank, slots: list[int], batch_d
         logits = lm.model(
             input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
         ).logits.squeeze(0)
-    sequence_losses = per_sequence_loss(logits, batch["labels"], batch["segment"], len(owners))
+    totals, counts = sequence_token_losses(logits, batch["labels"], batch["segment"], len(owners))
     owner_index = torch.tensor([i for i, docs in enumerate(batch_docs) for _ in docs], device=lm.device)
-    losses = torch.zeros(len(slots), device=lm.device).index_add(0, owner_index, sequence_losses)
-    return losses / torch.tensor([len(docs) for docs in batch_docs], device=lm.device)
+    total = torch.zeros(len(slots), device=lm.device).index_add(0, owner_index, totals)
+    count = torch.zeros(len(slots), device=lm.device).index_add(0, owner_index, counts)
+    return total / count.clamp(min=1)
 
 
 @contextmanager
@@ -168,7 +195,7 @@ def train_adapters(
         documents = tokenize_documents(lm, job.documents, cfg)
         order = document_order(len(documents), job.epochs or cfg.epochs, job.seed)
         steps = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
-        adapters.append(_Adapter(job, documents, steps, []))
+        adapters.append(_Adapter(job, documents, steps, [], cfg.grad_accum))
     line = iter(range(len(jobs)))
     running: dict[int, int] = {}  # slot -> the job it trains
     stats = TrainStats(losses=[a.losses for a in adapters])  # the same lists, filled as training goes
@@ -192,15 +219,17 @@ def train_adapters(
             training = [adapters[j] for j in owned]
             batch_docs = [[a.documents[d] for d in a.steps[len(a.losses)]] for a in training]
             losses = _packed_losses(lm, bank, slots, batch_docs)
-            optimiser.zero_grad(slots)
+            optimiser.zero_grad([s for s, a in zip(slots, training) if a.starts_a_step])
             with warnings.catch_warnings():
                 # The bank's gradients are strided views into one buffer on purpose (see AdapterBank.__init__).
                 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-                losses.sum().backward()
-            optimiser.step(slots, [a.learning_rate(cfg) for a in training], cfg.max_grad_norm)
+                (losses.sum() / cfg.grad_accum).backward()  # accumulated as HF does: each micro-step's loss / steps
+            for a, loss in zip(training, losses.tolist()):
+                a.losses.append(loss)
+            stepping = [(s, a) for s, a in zip(slots, training) if a.ends_a_step]
+            optimiser.step([s for s, _ in stepping], [a.learning_rate(cfg) for _, a in stepping], cfg.max_grad_norm)
             stats.tokens += sum(len(ids) for docs in batch_docs for ids, _ in docs)
-            for slot, j, loss in zip(slots, owned, losses.tolist()):
-                adapters[j].losses.append(loss)
+            for slot, j in zip(slots, owned):
                 if adapters[j].done:
                     del running[slot]
                     if finished is not None:

@@ -33,7 +33,8 @@ from seal.experiments.knowledge_steps import KnowledgeSteps, record_key, select_
 from seal.experiments.steps import Experiment, mean, stable_seed
 from seal.grading import check_metric
 from seal.models import ModelOnDemand
-from seal.store import RunStore, atomic_directory
+from seal.stats import bootstrap_ci
+from seal.store import RunStore, atomic_directory, key
 
 SELF_EDITS = "self-edits"  # the phase of the self-edits, written once by the initial model
 BEFORE = "before"  # the phase of the initial model's answers
@@ -58,6 +59,7 @@ class KnowledgeContinual(Experiment):
         self.model = ModelOnDemand(cfg.model)
         self.steps = KnowledgeSteps.for_config(cfg, self.store, LocalExecutor(self.model), self.console)
         self._initial: dict[str, torch.Tensor] | None = None
+        self.sampling = cfg.sampling.model_copy(update={"k": 1})  # one self-edit per passage
 
     def _restore_initial(self) -> None:
         """Back to the weights the run started from (only the adapted layers ever change)."""
@@ -74,17 +76,26 @@ class KnowledgeContinual(Experiment):
             for name, w in targets.items():
                 w.copy_(self._initial[name])
 
-    def plan_documents(self, s: int) -> list[list[str]]:
+    def self_edit_phase(self, s: int, arm: str, t: int) -> str:
+        """Where step t's self-edit is filed: written once by the initial model for every arm, or (current)
+        by this arm's model as merged after step t-1."""
+        return SELF_EDITS if self.cfg.self_edits_by == "initial" else key(step_phase(s, arm, t), "self-edit")
+
+    def plan_documents(self, s: int, arm: str, upto: int) -> list[list[str]]:
+        """The documents of the plans of steps 0..upto of a sequence under an arm."""
         sampled = self.store.all("self_edits")
         return [
             knowledge.plan(
-                p, sampled[record_key(SELF_EDITS, p)]["text"], self.cfg.variant, self.cfg.split_lines
+                p,
+                sampled[record_key(self.self_edit_phase(s, arm, t), p)]["text"],
+                self.cfg.variant,
+                self.cfg.split_lines,
             ).documents
-            for p in self.sequences[s]
+            for t, p in enumerate(self.sequences[s][: upto + 1])
         ]
 
     def documents(self, s: int, arm: str, t: int) -> list[str]:
-        plans = self.plan_documents(s)
+        plans = self.plan_documents(s, arm, t)
         if arm == "none" or t == 0:
             return plans[t]
         earlier = [d for plan in plans[:t] for d in plan]
@@ -101,6 +112,8 @@ class KnowledgeContinual(Experiment):
             step_key = step_phase(s, arm, t)
             record = self.store.get("steps", step_key)
             if record is None:
+                if self.cfg.self_edits_by == "current":  # the model as merged so far writes this step's self-edit
+                    self.steps.sample(self.self_edit_phase(s, arm, t), [passages[t]], self.cfg.variant, self.sampling)
                 bank = AdapterBank.attach(lm.model, self.cfg.adapt.lora, 1)
                 # Both arms start passage t from the same adapter initialisation and document-order seed.
                 stats = train_adapters(
@@ -118,9 +131,9 @@ class KnowledgeContinual(Experiment):
     def run(self) -> dict:
         """Every sequence under every arm, then the forgetting matrices (also written to results.json)."""
         everything = [p for seq in self.sequences for p in seq]
-        sampling = self.cfg.sampling.model_copy(update={"k": 1})
         with self.store:
-            self.steps.sample(SELF_EDITS, everything, self.cfg.variant, sampling)  # all by the initial model
+            if self.cfg.self_edits_by == "initial":
+                self.steps.sample(SELF_EDITS, everything, self.cfg.variant, self.sampling)
             self.steps.answer(BEFORE, everything)
             for s in range(self.cfg.sequences):
                 for arm in self.cfg.mitigations:
@@ -142,11 +155,18 @@ def summarise(cfg: KnowledgeContinualConfig, sequences: list[list[Passage]], sto
             for s, seq in enumerate(sequences)
         ]
         matrix = [[None if j > t else mean([m[t][j] for m in per_sequence]) for j in range(T)] for t in range(T)]
+        # the release's std_over_sequences: how much a cell varies from one sequence to another
+        spread = [
+            [None if j > t else statistics.pstdev([m[t][j] for m in per_sequence]) for j in range(T)] for t in range(T)
+        ]
         # Forgetting of passage j: its score right after it was learned minus its score at the end.
         forgetting = [matrix[j][j] - matrix[T - 1][j] for j in range(T - 1)]
+        per_sequence_forgetting = [mean([m[j][j] - m[T - 1][j] for j in range(T - 1)]) for m in per_sequence]
         arms[arm] = {
             "matrix": matrix,
+            "matrix_std": spread,
             "per_sequence": per_sequence,
+            "forgetting_ci": bootstrap_ci(per_sequence_forgetting) if T > 1 else None,  # over sequences
             "just_learned": mean([matrix[t][t] for t in range(T)]),
             "final_mean": mean(matrix[T - 1]),
             "forgetting": mean(forgetting) if forgetting else 0.0,
@@ -158,6 +178,7 @@ def summarise(cfg: KnowledgeContinualConfig, sequences: list[list[Passage]], sto
         "metric": metric,
         "steps": T,
         "sequences": [[p.key for p in seq] for seq in sequences],
+        "self_edits_by": cfg.self_edits_by,
         "before": [mean([b[j] for b in before]) for j in range(T)],
         "before_mean": statistics.fmean(x for b in before for x in b),
         "arms": arms,

@@ -64,6 +64,8 @@ class KnowledgeCPT(Experiment):
             variant = condition if condition in knowledge.VARIANTS else "implications"
             for text in texts:
                 docs += knowledge.plan(p, text, variant, self.cfg.split_lines).documents
+        if self.cfg.repeat_passage:  # the release: the passage after every self-edit's lines
+            return docs
         return list(dict.fromkeys(docs))  # the passage itself once, however many self-edits it has
 
     def full_fine_tune(self, condition: str) -> None:

@@ -63,22 +63,42 @@ def selection_key(r: int, passage: Passage) -> str:
     return f"r{r}/{passage.key}"
 
 
+def training_passages(cfg: KnowledgeTrainConfig) -> list[list[Passage]]:
+    """Each round's training passages: the same first `train_passages` every round, or (fresh) round r's own
+    block of them, in file order (the release trains round 0 on 50 SQuAD-train passages, round 1 on the next 50)."""
+    if cfg.round_passages == "same":
+        return [select_passages(cfg.train_data, cfg.train_passages, paper_subset=False)] * cfg.rounds
+    pool = select_passages(cfg.train_data, None, paper_subset=False)
+    per_round = cfg.train_passages or len(pool) // cfg.rounds
+    if per_round * cfg.rounds > len(pool) or per_round == 0:
+        raise DataError(
+            f"{cfg.train_data}: {len(pool)} passages; fresh passages every round need {cfg.rounds} x {per_round}"
+        )
+    return [pool[r * per_round : (r + 1) * per_round] for r in range(cfg.rounds)]
+
+
+def self_edit_conditions(cfg: KnowledgeTrainConfig, policy_round: int) -> list[str]:
+    """The self-edit prompts a policy is evaluated with: the run's, and the other variants among the baselines
+    (with the initial policy only)."""
+    return [cfg.variant] + ([b for b in cfg.baselines if b in knowledge.VARIANTS] if policy_round == 0 else [])
+
+
 class KnowledgeTrain(Experiment):
     """`seal knowledge train`: ReST-EM rounds, each policy evaluated on held-out passages."""
 
     def __init__(self, cfg: KnowledgeTrainConfig, out: str | Path, console: Console | None = None):
         knowledge.check_variant(cfg.variant)
-        unknown = [b for b in cfg.baselines if b not in BASELINES]
+        known = (*BASELINES, *(v for v in knowledge.VARIANTS if v != cfg.variant))
+        unknown = [b for b in cfg.baselines if b not in known]
         if unknown:
-            raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
+            raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(known)}")
         check_metric(cfg.reward, cfg.judge)
         self.cfg = cfg
         self.console = console or Console()
-        self.train_passages = select_passages(cfg.train_data, cfg.train_passages, paper_subset=False)
+        self.round_passages = training_passages(cfg)
         self.eval_passages = select_passages(cfg.eval_data, cfg.eval_passages, cfg.paper_subset)
-        overlap = {(p.title, p.context) for p in self.train_passages} & {
-            (p.title, p.context) for p in self.eval_passages
-        }
+        trained = {(p.title, p.context) for passages in self.round_passages for p in passages}
+        overlap = trained & {(p.title, p.context) for p in self.eval_passages}
         if overlap:
             title = sorted(overlap)[0][0]
             raise DataError(f"{len(overlap)} passage(s) are both training and held-out passages, e.g. {title!r}")
@@ -87,7 +107,9 @@ class KnowledgeTrain(Experiment):
         self.executor = make_executor(cfg.executor, self.policy)
         self.steps = KnowledgeSteps.for_config(cfg, self.store, self.executor, self.console)
 
-    def _plans(self, phase: str, passages: list[Passage], k: int) -> dict[str, tuple[Passage, knowledge.Plan]]:
+    def _plans(
+        self, phase: str, passages: list[Passage], k: int, variant: str
+    ) -> dict[str, tuple[Passage, knowledge.Plan]]:
         """Each sampled self-edit's plan, under its record key."""
         sampled = self.store.all("self_edits")
         out = {}
@@ -96,7 +118,7 @@ class KnowledgeTrain(Experiment):
                 text = sampled[record_key(phase, passage, i)]["text"]
                 out[record_key(phase, passage, i)] = (
                     passage,
-                    knowledge.plan(passage, text, self.cfg.variant, self.cfg.split_lines),
+                    knowledge.plan(passage, text, variant, self.cfg.split_lines),
                 )
         return out
 
@@ -110,12 +132,15 @@ class KnowledgeTrain(Experiment):
             if policy_round == 0 and "in-context" in cfg.baselines:
                 self.steps.answer(key(phase, "in-context"), passages, in_context=True)
             sampling = cfg.sampling.model_copy(update={"k": cfg.eval_k})
-            edits = key(phase, cfg.variant)
-            self.steps.sample(edits, passages, cfg.variant, sampling)
-            items = [
-                PlanItem(k, [passage], plan.documents)
-                for k, (passage, plan) in self._plans(edits, passages, cfg.eval_k).items()
-            ]
+            items = []
+            for variant in self_edit_conditions(cfg, policy_round):
+                edits = key(phase, variant)
+                self.steps.sample(edits, passages, variant, sampling)
+                items += [
+                    PlanItem(k if cfg.eval_times == 1 else key(k, t), [passage], plan.documents)
+                    for k, (passage, plan) in self._plans(edits, passages, cfg.eval_k, variant).items()
+                    for t in range(cfg.eval_times)
+                ]
             if policy_round == 0 and "passage" in cfg.baselines:
                 passage_only = key(phase, "passage")
                 items += [
@@ -131,7 +156,7 @@ class KnowledgeTrain(Experiment):
         cfg, answers, phase = self.cfg, self.store.all("answers"), train_phase(r)
         edits = key(phase, cfg.variant)
         out: dict[str, dict[int, float | None]] = {}
-        for passage in self.train_passages:
+        for passage in self.round_passages[r - 1]:
             before = mean([record[cfg.reward] for record in answers[record_key(key(phase, "base"), passage)]])
             out[passage.key] = {}
             for i in range(cfg.sampling.k):
@@ -143,13 +168,13 @@ class KnowledgeTrain(Experiment):
         return out
 
     def train_round(self, r: int) -> None:
-        cfg, passages, phase = self.cfg, self.train_passages, train_phase(r)
+        cfg, passages, phase = self.cfg, self.round_passages[r - 1], train_phase(r)
         self.policy.use(r - 1)
         edits = key(phase, cfg.variant)
         with self.store.timed(f"r{r}/sample-and-score"):
             self.steps.answer(key(phase, "base"), passages)
             self.steps.sample(edits, passages, cfg.variant, cfg.sampling)
-            plans = self._plans(edits, passages, cfg.sampling.k)
+            plans = self._plans(edits, passages, cfg.sampling.k, cfg.variant)
             items = [
                 PlanItem(key(k, rep), [passage], plan.documents)
                 for k, (passage, plan) in plans.items()
@@ -162,7 +187,10 @@ class KnowledgeTrain(Experiment):
             self.store.put_many(
                 "selections",
                 [
-                    (selection_key(r, passage), {"rewards": list(rs.values()), "kept": policy.select(rs, cfg.select)})
+                    (
+                        selection_key(r, passage),
+                        {"rewards": list(rs.values()), "kept": policy.select(rs, cfg.select, cfg.keep)},
+                    )
                     for passage, rs in zip(passages, rewards.values())
                 ],
             )
@@ -175,7 +203,7 @@ class KnowledgeTrain(Experiment):
         edits = key(train_phase(r), self.cfg.variant)
         kept = [
             sampled[record_key(edits, passage, i)]
-            for passage in self.train_passages
+            for passage in self.round_passages[r - 1]
             for i in selections[selection_key(r, passage)]["kept"]
         ]
         examples = [(edit["prompt"], edit["text"]) for edit in kept]
@@ -187,10 +215,12 @@ class KnowledgeTrain(Experiment):
         """Every round not finished yet, then the results (also written to results.json)."""
         with self.store, self.executor:
             policy.run_rounds(self.cfg.rounds, self.evaluate, self.train_round)
-            return self.store.write_results(summarise(self.cfg, self.train_passages, self.eval_passages, self.store))
+            return self.store.write_results(summarise(self.cfg, self.round_passages, self.eval_passages, self.store))
 
 
-def summarise(cfg: KnowledgeTrainConfig, train: list[Passage], held_out: list[Passage], store: RunStore) -> dict:
+def summarise(
+    cfg: KnowledgeTrainConfig, round_passages: list[list[Passage]], held_out: list[Passage], store: RunStore
+) -> dict:
     answers, adapt, timing = store.all("answers"), store.all("adapt"), store.all("timing")
     selections, sampled, policies = store.all("selections"), store.all("self_edits"), store.all("policy")
     rounds = []
@@ -212,7 +242,10 @@ def summarise(cfg: KnowledgeTrainConfig, train: list[Passage], held_out: list[Pa
             for i in range(cfg.eval_k)
         ]
         row["eval_self_edit_words"] = mean([len(t.split()) for t in eval_edits])
+        if cfg.eval_times > 1:
+            row["eval_spread"] = repeat_spread(answers, key(phase, cfg.variant), held_out, cfg)
         if policy_round >= 1:
+            train = round_passages[policy_round - 1]
             rewards = [x for passage in train for x in selections[selection_key(policy_round, passage)]["rewards"]]
             valid = [x for x in rewards if x is not None]
             edits = key(train_phase(policy_round), cfg.variant)
@@ -236,13 +269,25 @@ def summarise(cfg: KnowledgeTrainConfig, train: list[Passage], held_out: list[Pa
         "model": cfg.model.name,
         "reward": cfg.reward,
         "variant": cfg.variant,
-        "n_train_passages": len(train),
+        "n_train_passages": len({p.key for passages in round_passages for p in passages}),
+        "round_passages": cfg.round_passages,
         "n_eval_passages": len(held_out),
         "n_eval_questions": sum(len(p.questions) for p in held_out),
         "rounds": rounds,
         # every held-out condition as a row (the baselines with policy 0), compared pairwise over passages
         "paired": paired_comparisons(table, table_rows(cfg), metrics(cfg.judge)),
     }
+
+
+def repeat_spread(answers: dict, phase: str, passages: list[Passage], cfg: KnowledgeTrainConfig) -> float:
+    """How much adapting to the same self-edit again (another seed) moves its score in the reward metric:
+    the standard deviation over the `eval_times` repeats, averaged over self-edits."""
+    spreads = []
+    for passage in passages:
+        for i in range(cfg.eval_k):
+            runs = [answers[key(record_key(phase, passage, i), t)] for t in range(cfg.eval_times)]
+            spreads.append(statistics.pstdev([mean([r[cfg.reward] for r in run]) for run in runs]))
+    return mean(spreads)
 
 
 def table_rows(cfg: KnowledgeTrainConfig) -> list[str]:
