@@ -284,6 +284,29 @@ def grade_check(
     print_grade_check(console, result, file.name, examples)
 
 
+@app.command("export")
+def export(
+    run: Annotated[Path, typer.Argument(help="a run directory")],
+    out: Annotated[Path, typer.Option(help="the model directory (or, with --self-edits, the JSON file) to write")],
+    round_: Annotated[Optional[int], typer.Option("--round", help="policy round (default: the last)")] = None,
+    self_edits: Annotated[bool, typer.Option("--self-edits", help="the run's self-edits, not its policy")] = False,
+    condition: Annotated[Optional[str], typer.Option(help="with --self-edits on a knowledge eval run")] = None,
+) -> None:
+    """A ReST-EM run's policy merged into a plain model directory (--model DIR loads it), or a run's
+    self-edits in the SEAL release's format (--self-edits FILE reads them as the 'file' condition)."""
+    from seal.experiments.export import export_policy, export_self_edits
+
+    try:
+        if self_edits:
+            n = export_self_edits(run, out, round_, condition)
+            console.print(f"{n} passages with their self-edits written to {out}")
+        else:
+            export_policy(run, out, round_)
+            console.print(f"policy written to {out}: load it with --model {out}")
+    except USER_ERRORS as err:
+        fail(str(err))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     app()

@@ -454,5 +454,19 @@ def load_config(cls: type[Section], path: str | Path | None = None, overrides: l
     return cls.model_validate(_merge(cls().model_dump(), given))
 
 
+def run_config(path: str | Path, classes: list[type[Section]]) -> Section:
+    """A run directory's saved config as the first of `classes` it validates as (every config forbids the
+    fields of the others, so a saved config belongs to one command)."""
+    if not Path(path).exists():
+        raise ValueError(f"{Path(path).parent} is not a run directory (no {Path(path).name} in it)")
+    data = _parse_yaml(Path(path).read_text(), str(path))
+    for cls in classes:
+        try:
+            return cls.model_validate(data)
+        except ValueError:
+            continue
+    raise ValueError(f"{path}: not the config of any of {', '.join(c.__name__ for c in classes)}")
+
+
 def dump_config(config: BaseModel, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
