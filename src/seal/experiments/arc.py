@@ -33,7 +33,14 @@ from seal.engine.sampling import generate
 from seal.engine.scoring import regroup
 from seal.engine.training import TrainJob
 from seal.errors import DataError
-from seal.experiments.steps import Experiment, mean, progress_bar, sample_self_edits, stable_seed
+from seal.experiments.steps import (
+    Experiment,
+    mean,
+    progress_bar,
+    resample_self_edits,
+    sample_self_edits,
+    stable_seed,
+)
 from seal.models import LoadedModel, ModelOnDemand
 from seal.policy import PolicyOnDemand, policy_key, run_rounds, select
 from seal.stats import bootstrap_ci, paired_difference
@@ -78,15 +85,22 @@ def predict(
     """Voted attempts per test input of each task; task i's views routed to slots[i] when given."""
     t_cfg = cfg.ttt
     bos = lm.tokenizer.bos_token if _adds_bos(lm.tokenizer) else ""
-    all_views = [ttt.views(task, t_cfg.views, t_cfg.style, seed) for task, seed in zip(tasks, seeds)]
+    all_views = [views_of(task, t_cfg, seed) for task, seed in zip(tasks, seeds)]
     prompts = [bos + v.prompt for views in all_views for v in views]
     rows = None if slots is None else [s for s, views in zip(slots, all_views) for _ in views]
     budget = max(_output_budget(lm, cfg, task) for task in tasks)
     outputs = generate(lm, prompts, max_new_tokens=budget, batch_size=t_cfg.batch_size, bank=bank, slots=rows)
     return [
-        ttt.attempts_from_outputs(task, views, texts, t_cfg.style, t_cfg.attempts)
+        ttt.attempts_from_outputs(task, views, texts, t_cfg.style, t_cfg.attempts, t_cfg.voting)
         for task, views, texts in zip(tasks, all_views, regroup(outputs, [len(v) for v in all_views]))
     ]
+
+
+def views_of(task: Task, cfg, seed: int) -> list[ttt.View]:
+    """The prompts a task's test inputs are predicted from: our symmetric views, or the release's."""
+    if cfg.voting == "release":
+        return ttt.release_views(task, cfg.style, seed)
+    return ttt.views(task, cfg.views, cfg.style, seed)
 
 
 def _output_budget(lm: LoadedModel, cfg: ArcRunConfig, task: Task) -> int:
@@ -138,8 +152,31 @@ class ArcSteps:
         self.store, self.executor, self.cfg, self.console = store, executor, cfg, console
 
     def sample(self, prefix: str, tasks: list[Task], k: int) -> None:
-        wanted = [(key(t.key, i), self_edit_prompt(t, self.cfg.ttt.style)) for t in tasks for i in range(k)]
-        sample_self_edits(self.store, self.executor, prefix, wanted, self.cfg.sampling, self.cfg.seed, self.console)
+        """k self-edits per task; those that do not parse (or, with `self_edit.unique`, repeat an earlier one
+        for the task) sampled again up to `self_edit.resample_invalid` times."""
+        cfg, t_cfg = self.cfg, self.cfg.ttt
+        wanted = [(key(t.key, i), self_edit_prompt(t, t_cfg.style)) for t in tasks for i in range(k)]
+        sample_self_edits(self.store, self.executor, prefix, wanted, cfg.sampling, cfg.seed, self.console)
+
+        def acceptable(within: str, sampled: dict[str, dict]) -> bool:
+            task_key, index = within.rsplit("/", 1)
+            plan = parse_self_edit(
+                sampled[key(prefix, within)]["text"], max_lr=t_cfg.max_lr, max_epochs=t_cfg.max_epochs
+            )
+            if not plan.valid:
+                return False
+            earlier = [
+                parse_self_edit(
+                    sampled[key(prefix, task_key, i)]["text"], max_lr=t_cfg.max_lr, max_epochs=t_cfg.max_epochs
+                )
+                for i in range(int(index))
+            ]
+            return not (cfg.self_edit.unique and any(p.valid and p.settings == plan.settings for p in earlier))
+
+        attempts = cfg.self_edit.resample_invalid
+        resample_self_edits(
+            self.store, self.executor, prefix, wanted, cfg.sampling, cfg.seed, self.console, acceptable, attempts
+        )
 
     def in_context(self, prefix: str, tasks: list[Task]) -> None:
         todo = [t for t in tasks if self.store.get("answers", record_key(prefix, t)) is None]

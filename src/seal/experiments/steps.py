@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import zlib
+from collections.abc import Callable
 
 import torch
 from rich.console import Console
@@ -87,6 +88,54 @@ def sample_self_edits(
                 "self_edits", [(key(prefix, k), {"prompt": x, "text": t}) for (k, x), t in zip(batch, texts)]
             )
             progress.advance(task, len(batch))
+
+
+def resample_self_edits(
+    store: RunStore,
+    executor: Executor,
+    prefix: str,
+    wanted: list[tuple[str, str]],
+    sampling: SamplingConfig,
+    seed: int,
+    console: Console,
+    acceptable: Callable[[str, dict[str, dict]], bool],
+    attempts: int,
+) -> None:
+    """Sample again, up to `attempts` times, the self-edits of `wanted` (already sampled) that
+    `acceptable(key, self_edits)` refuses (one that does not parse, one that repeats an earlier one).
+
+    The keys an attempt redoes are recorded before it samples, and its batches are seeded by the attempt,
+    so a resumed run redoes exactly what the interrupted one would have. A self-edit still refused after
+    the last attempt stays as it is (and is recorded as invalid where it is used)."""
+    prompts = dict(wanted)
+    for attempt in range(1, attempts + 1):
+        planned_key = key(prefix, f"attempt-{attempt}")
+        planned = store.get("resamples", planned_key)
+        if planned is None:
+            sampled = store.all("self_edits")
+            planned = [k for k, _ in wanted if not acceptable(k, sampled)]
+            store.put("resamples", planned_key, planned)
+        if not planned:
+            return
+        redo = [(k, prompts[k]) for k in planned]
+        batches = [redo[s : s + sampling.batch_size] for s in range(0, len(redo), sampling.batch_size)]
+        sampled = store.all("self_edits")
+        todo = [
+            (b, batch)
+            for b, batch in enumerate(batches)
+            if any(sampled[key(prefix, k)].get("attempt", 0) < attempt for k, _ in batch)
+        ]
+        with progress_bar(console) as progress:
+            task = progress.add_task(
+                f"{prefix}: sampling {len(redo)} self-edits again (attempt {attempt})",
+                total=sum(len(b) for _, b in todo),
+            )
+            for (_, batch), texts in executor.map(sample_work, todo, sampling, seed, f"{prefix}#{attempt}"):
+                store.put_many(
+                    "self_edits",
+                    [(key(prefix, k), {"prompt": x, "text": t, "attempt": attempt}) for (k, x), t in zip(batch, texts)],
+                )
+                progress.advance(task, len(batch))
 
 
 def sample_work(

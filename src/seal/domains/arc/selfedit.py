@@ -54,6 +54,11 @@ class ArcPlan:
     epochs: int = 0
     raw: dict = field(default_factory=dict, compare=False)
 
+    @property
+    def settings(self) -> tuple:
+        """What the plan chooses, for telling one configuration from another (the release's config key)."""
+        return (self.families, self.strategy, self.lr, self.epochs)
+
 
 def invalid(reason: str) -> ArcPlan:
     return ArcPlan(valid=False, reason=reason)
