@@ -130,9 +130,9 @@ def make_config(source: FictionalConfig | Mapping[str, Any] | str | Path | None 
 
 # Invented words are built from syllables; the real words and names the syllables can spell are in
 # fictional_blocked.BLOCKED, and the generator also refuses every word of its templates and of excluded files.
-_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr", "kr", "tr", "st", "sk", "th", "vr", "pl")
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z")
 _VOWELS = ("a", "e", "i", "o", "u", "a", "e", "o")  # a, e, o twice: names read more easily
-_CODAS = ("n", "r", "l", "s", "m", "th", "nd", "rk", "sk", "x", "v", "z")
+_CODAS = ("n", "r", "l", "s", "m")
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ class _Names:
         raise RuntimeError("ran out of invented words")  # needs millions of entities
 
     def syllables(self) -> int:
-        return 2 if self.rng.random() < 0.7 else 3
+        return 2
 
     def entity(self, type_: str) -> Entity:
         if type_ == "person":
@@ -200,7 +200,9 @@ class _Names:
 @dataclass(frozen=True)
 class Relation:
     """A fact linking `a` to `b`. `a_first`/`b_first`: sentences starting from a / from b.
-    `ask_b`: questions giving a and asking for b; `ask_a` the other way round.
+    `ask_b`: questions giving a and asking for b, the i-th worded like a_first[i]; `ask_a` the other way
+    round, worded like b_first[i]. A fact uses the same i for its sentence and its question, so a forward
+    question keeps the sentence's verb and a reverse one reads the same wording from the other side.
     A value relation (b is a year or a number) has no b_first sentences and no ask_a questions."""
 
     name: str
@@ -221,11 +223,11 @@ class Relation:
 RELATIONS: tuple[Relation, ...] = (
     Relation(
         "born_in", "person", "town",
-        a_first=("{a} was born in {b}.", "{a} was born in the town of {b}.", "{a} was born and raised in {b}."),
+        a_first=("{a} was born in {b}.", "{a} was born in the town of {b}.", "The home town of {a} was {b}."),
         b_first=("{b} is the town where {a} was born.", "The town of {b} was the birthplace of {a}.",
                  "{b} was the home town of {a}."),
-        ask_b=("Where was {a} born?", "In which town was {a} born?", "What town was {a} born in?"),
-        ask_a=("Who was born in {b}?", "Which person was born in the town of {b}?"),
+        ask_b=("Where was {a} born?", "In which town was {a} born?", "What was the home town of {a}?"),
+        ask_a=("Who was born in {b}?", "Who was born in the town of {b}?", "Whose home town was {b}?"),
     ),
     Relation(
         "born_year", "person", "year", values=(1610, 1985),
@@ -235,66 +237,66 @@ RELATIONS: tuple[Relation, ...] = (
     Relation(
         "founded", "person", "organisation",
         a_first=("{a} founded {b}.", "{a} started {b}.", "{a} set up {b}."),
-        b_first=("{B} was founded by {a}.", "The founder of {b} was {a}.", "{B} was started by {a}."),
+        b_first=("{B} was founded by {a}.", "{B} was started by {a}.", "{B} was set up by {a}."),
         ask_b=("What did {a} found?", "What group did {a} start?", "What did {a} set up?"),
-        ask_a=("Who founded {b}?", "Who started {b}?", "Who was the founder of {b}?"),
+        ask_a=("Who founded {b}?", "Who started {b}?", "Who set up {b}?"),
     ),
     Relation(
         "invented", "person", "invention",
         a_first=("{a} invented {b}.", "{a} built the first {n}.", "{a} was the inventor of {b}."),
-        b_first=("{B} was invented by {a}.", "The inventor of {b} was {a}.", "The first {n} was built by {a}."),
-        ask_b=("What did {a} invent?", "What machine did {a} invent?", "What is {a} known for inventing?"),
+        b_first=("{B} was invented by {a}.", "The first {n} was built by {a}.", "The inventor of {b} was {a}."),
+        ask_b=("What did {a} invent?", "Which machine did {a} build first?", "What was {a} the inventor of?"),
         ask_a=("Who invented {b}?", "Who built the first {n}?", "Who was the inventor of {b}?"),
     ),
     Relation(
         "married", "person", "person",
-        a_first=("{a} married {b}.", "{a} was married to {b}.", "{a} wed {b}."),
-        b_first=("{b} married {a}.", "{b} was the spouse of {a}.", "{b} was married to {a}."),
+        a_first=("{a} married {b}.", "{a} was married to {b}.", "The spouse of {a} was {b}."),
+        b_first=("{b} married {a}.", "{b} was married to {a}.", "{b} was the spouse of {a}."),
         ask_b=("Who did {a} marry?", "Who was {a} married to?", "Who was the spouse of {a}?"),
         ask_a=("Who did {b} marry?", "Who was {b} married to?", "Who was the spouse of {b}?"),
     ),
     Relation(
         "teacher", "person", "person",
-        a_first=("{a} was taught by {b}.", "{a} studied under {b}.", "{a} learned the trade from {b}."),
-        b_first=("{b} was the teacher of {a}.", "{b} taught {a}.", "{b} trained {a}."),
+        a_first=("{a} was taught by {b}.", "The teacher of {a} was {b}.", "{a} studied under {b}."),
+        b_first=("{b} taught {a}.", "{b} was the teacher of {a}.", "{b} had {a} as a student."),
         ask_b=("Who taught {a}?", "Who was the teacher of {a}?", "Under whom did {a} study?"),
-        ask_a=("Who did {b} teach?", "Who was the student of {b}?", "Whom did {b} train?"),
+        ask_a=("Who did {b} teach?", "Who was {b} the teacher of?", "Who was a student of {b}?"),
     ),
     Relation(
         "books", "person", "number", values=(12, 97),
         a_first=("{a} wrote {b} books.", "{a} published {b} books.", "In total, {a} wrote {b} books."),
-        ask_b=("How many books did {a} write?", "How many books did {a} publish?", "What number of books did {a} write?"),
+        ask_b=("How many books did {a} write?", "How many books did {a} publish?", "How many books did {a} write in total?"),
     ),
     Relation(
         "mayor", "town", "person",
-        a_first=("The mayor of {a} was {b}.", "{a} was led by a mayor named {b}.", "{a} elected {b} as its mayor."),
+        a_first=("The mayor of {a} was {b}.", "{a} had {b} as its mayor.", "{a} was run by a mayor named {b}."),
         b_first=("{b} was the mayor of {a}.", "{b} served as mayor of {a}.", "{b} ran the town of {a} as mayor."),
-        ask_b=("Who was the mayor of {a}?", "Who served as mayor of {a}?", "Who led {a} as its mayor?"),
-        ask_a=("Which town did {b} serve as mayor?", "Of which town was {b} the mayor?", "What town was {b} mayor of?"),
+        ask_b=("Who was the mayor of {a}?", "Who did {a} have as its mayor?", "Who ran {a} as mayor?"),
+        ask_a=("Of which town was {b} the mayor?", "Which town did {b} serve as mayor?", "Which town did {b} run as mayor?"),
     ),
     Relation(
         "town_founded", "town", "year", values=(1210, 1890),
         a_first=("{a} was founded in {b}.", "The town of {a} was founded in the year {b}.", "{a} was built in {b}."),
-        ask_b=("In what year was {a} founded?", "When was {a} founded?", "What year was the town of {a} built?"),
+        ask_b=("In what year was {a} founded?", "When was the town of {a} founded?", "What year was {a} built?"),
     ),
     Relation(
         "river", "town", "river",
         a_first=("{a} lies on {b}.", "{a} was built beside {b}.", "{a} sits on the banks of {b}."),
         b_first=("{B} flows through {a}.", "{B} runs past {a}.", "{B} passes through the town of {a}."),
-        ask_b=("Which river flows through {a}?", "What river does {a} lie on?", "Which river runs past {a}?"),
-        ask_a=("Which town lies on {b}?", "What town does {b} flow through?", "Which town was built beside {b}?"),
+        ask_b=("What river does {a} lie on?", "Which river was {a} built beside?", "On the banks of which river does {a} sit?"),
+        ask_a=("Which town does {b} flow through?", "Which town does {b} run past?", "Which town does {b} pass through?"),
     ),
     Relation(
         "population", "town", "number", values=(1200, 98000),
         a_first=("{a} has {b} people.", "About {b} people live in {a}.", "{a} is home to {b} people."),
-        ask_b=("How many people live in {a}?", "What is the population of {a}?", "How many people does {a} have?"),
+        ask_b=("How many people does {a} have?", "How many people live in {a}?", "How many people is {a} home to?"),
     ),
     Relation(
         "based_in", "organisation", "town",
         a_first=("{A} is based in {b}.", "{A} has its main office in {b}.", "{A} is located in the town of {b}."),
-        b_first=("{b} is home to {a}.", "The town of {b} is where {a} is based.", "{b} hosts the main office of {a}."),
-        ask_b=("Where is {a} based?", "In which town is {a} located?", "Where does {a} have its main office?"),
-        ask_a=("Which group is based in {b}?", "What group has its main office in {b}?", "Which group is located in {b}?"),
+        b_first=("{b} is home to {a}.", "{b} is where {a} is based.", "{b} hosts the main office of {a}."),
+        ask_b=("Where is {a} based?", "Where does {a} have its main office?", "In which town is {a} located?"),
+        ask_a=("What group is {b} home to?", "What group is based in {b}?", "Which group has its main office in {b}?"),
     ),
     Relation(
         "org_founded", "organisation", "year", values=(1650, 1990),
@@ -323,25 +325,25 @@ RELATIONS: tuple[Relation, ...] = (
     Relation(
         "invented_year", "invention", "year", values=(1620, 1980),
         a_first=("{A} was invented in {b}.", "{A} was invented in the year {b}.", "The first {n} was made in {b}."),
-        ask_b=("In what year was {a} invented?", "When was {a} invented?", "What year was the first {n} made?"),
+        ask_b=("When was {a} invented?", "In what year was {a} invented?", "What year was the first {n} made?"),
     ),
     Relation(
         "built_in", "invention", "town",
         a_first=("The first {n} was built in {b}.", "{A} was first made in the town of {b}.", "{A} comes from {b}."),
         b_first=("{b} is the town where the first {n} was built.", "The town of {b} made the first {n}.",
-                 "{b} was the birthplace of {a}."),
+                 "{b} is the home of {a}."),
         ask_b=("Where was the first {n} built?", "In which town was {a} first made?", "Which town does {a} come from?"),
-        ask_a=("What was first built in {b}?", "Which machine comes from {b}?", "What machine was first made in {b}?"),
+        ask_a=("What was first built in {b}?", "What machine did the town of {b} make first?", "What machine is {b} the home of?"),
     ),
     Relation(
         "weight", "invention", "number", values=(3, 95), unit="kilograms",
         a_first=("{A} weighs {b}.", "A single {n} weighs {b}.", "{A} has a weight of {b}."),
-        ask_b=("How much does {a} weigh?", "What is the weight of {a}?", "How heavy is {a}?"),
+        ask_b=("How much does {a} weigh?", "How much does a single {n} weigh?", "What is the weight of {a}?"),
     ),
     Relation(
         "parts", "invention", "number", values=(14, 480),
         a_first=("{A} has {b} parts.", "{A} is made of {b} parts.", "{A} is built from {b} parts."),
-        ask_b=("How many parts does {a} have?", "How many parts is {a} made of?", "What number of parts does {a} have?"),
+        ask_b=("How many parts does {a} have?", "How many parts is {a} made of?", "How many parts is {a} built from?"),
     ),
 )  # fmt: skip
 
@@ -441,12 +443,13 @@ def _render(rng: Random, plan: _Plan, names: _Names) -> dict:
         starts_from_main = not fact.reverse if fact.asked else (relation.is_value or rng.random() < 0.5)
         from_a = starts_from_main == (fact.main_side == "a")
         templates = relation.a_first if (from_a or not relation.b_first) else relation.b_first
-        sentences.append(_fill(rng.choice(templates), a, b))
+        wording = rng.randrange(len(templates))
+        sentences.append(_fill(templates[wording], a, b))
         if fact.asked:
             ask = relation.ask_b if fact.main_side == "a" else relation.ask_a
             questions.append(
                 {
-                    "question": _fill(rng.choice(ask), a, b),
+                    "question": _fill(ask[wording], a, b),
                     "answer": answer,
                     "fact": relation.name,
                     "kind": "reverse" if fact.reverse else "forward",
