@@ -74,9 +74,11 @@ class FictionalConfig(BaseModel):
         if len(set(self.kinds)) != len(self.kinds):
             raise ValueError("kinds lists a kind twice")
         for kind in self.kinds:
-            available = len(relations_about(kind))
+            available = len(answer_types(kind))
             if self.max_facts > available:
-                raise ValueError(f"max_facts ({self.max_facts}) is more than the {available} facts a {kind} passage has")
+                raise ValueError(
+                    f"max_facts ({self.max_facts}) is more than the {available} facts a {kind} passage can state"
+                )
         return self
 
 
@@ -156,6 +158,12 @@ class _Names:
     def __init__(self, rng: Random, taken: set[str]):
         self.rng = rng
         self.taken = taken  # lower case
+        self.initials: set[str] = set()
+
+    def new_passage(self) -> None:
+        # Within a passage every invented word starts with its own letter: a small model copying a name
+        # out of the passage mixes up names that look alike (Zotes / Zetes, Fanol / Folan).
+        self.initials = set()
 
     def word(self, syllables: int) -> str:
         for _ in range(10_000):
@@ -163,8 +171,9 @@ class _Names:
             if self.rng.random() < 0.7:
                 parts[-1] += self.rng.choice(_CODAS)
             word = "".join(parts)
-            if len(word) >= 4 and word not in self.taken and word not in BLOCKED:
+            if len(word) >= 4 and word not in self.taken and word not in BLOCKED and word[0] not in self.initials:
                 self.taken.add(word)
+                self.initials.add(word[0])
                 return word.capitalize()
         raise RuntimeError("ran out of invented words")  # needs millions of entities
 
@@ -323,6 +332,13 @@ RELATIONS: tuple[Relation, ...] = (
         ask_a=("Which group does {b} lead?", "What group is {b} the head of?", "Which group does {b} run?"),
     ),
     Relation(
+        "owns", "organisation", "organisation",
+        a_first=("{A} owns {b}.", "{A} bought {b}.", "{A} took over {b}."),
+        b_first=("{B} is owned by {a}.", "{B} was bought by {a}.", "{B} was taken over by {a}."),
+        ask_b=("What does {a} own?", "What did {a} buy?", "What did {a} take over?"),
+        ask_a=("Who owns {b}?", "Who bought {b}?", "Who took over {b}?"),
+    ),
+    Relation(
         "invented_year", "invention", "year", values=(1620, 1980),
         a_first=("{A} was invented in {b}.", "{A} was invented in the year {b}.", "The first {n} was made in {b}."),
         ask_b=("When was {a} invented?", "In what year was {a} invented?", "What year was the first {n} made?"),
@@ -336,9 +352,14 @@ RELATIONS: tuple[Relation, ...] = (
         ask_a=("What was first built in {b}?", "What machine did the town of {b} make first?", "What machine is {b} the home of?"),
     ),
     Relation(
-        "weight", "invention", "number", values=(3, 95), unit="kilograms",
-        a_first=("{A} weighs {b}.", "A single {n} weighs {b}.", "{A} has a weight of {b}."),
-        ask_b=("How much does {a} weigh?", "How much does a single {n} weigh?", "What is the weight of {a}?"),
+        "tested_on", "invention", "river",
+        a_first=("{A} was first tested on {b}.", "The first {n} was tried out on {b}.", "{A} was first used on {b}."),
+        b_first=("{B} is where {a} was first tested.", "{B} is where the first {n} was tried out.",
+                 "{B} is where {a} was first used."),
+        ask_b=("On which river was {a} first tested?", "On which river was the first {n} tried out?",
+               "On which river was {a} first used?"),
+        ask_a=("What machine was first tested on {b}?", "What machine was first tried out on {b}?",
+               "What machine was first used on {b}?"),
     ),
     Relation(
         "parts", "invention", "number", values=(14, 480),
@@ -357,6 +378,16 @@ def relations_about(kind: str) -> list[tuple[Relation, str]]:
         elif relation.b == kind and relation.ask_a:
             out.append((relation, "b"))
     return out
+
+
+def answer_type(relation: Relation, main_side: str) -> str:
+    """What a question about this fact asks for: an entity type, 'year' or 'number'."""
+    return relation.b if main_side == "a" else relation.a
+
+
+def answer_types(kind: str) -> list[str]:
+    """The distinct answer types a passage about a `kind` can ask for: at most one fact of each."""
+    return list(dict.fromkeys(answer_type(relation, side) for relation, side in relations_about(kind)))
 
 
 def _value_text(relation: Relation, value: int) -> str:
@@ -404,7 +435,15 @@ class _Plan:
 def _plan(rng: Random, kind: str, cfg: FictionalConfig) -> _Plan:
     n_questions = rng.randint(cfg.min_questions, cfg.max_questions)
     n_facts = rng.randint(max(cfg.min_facts, n_questions), cfg.max_facts)
-    chosen = rng.sample(relations_about(kind), n_facts)
+    candidates = relations_about(kind)
+    rng.shuffle(candidates)
+    # One fact per type of answer: with two people (or two towns) in a passage a small model reading it
+    # answers "Who taught X?" with the spouse about as often as with the teacher.
+    chosen, types = [], set()
+    for relation, side in candidates:
+        if answer_type(relation, side) not in types and len(chosen) < n_facts:
+            chosen.append((relation, side))
+            types.add(answer_type(relation, side))
     plan = _Plan(kind, [_Fact(relation, side, "") for relation, side in chosen])
     for fact in rng.sample(plan.facts, n_questions):
         fact.asked = True
@@ -424,6 +463,7 @@ def _assign_reverse(rng: Random, plans: list[_Plan], fraction: float) -> None:
 
 
 def _render(rng: Random, plan: _Plan, names: _Names) -> dict:
+    names.new_passage()
     main = names.entity(plan.kind)
     entities = [main]
     sentences, questions = [], []
@@ -507,12 +547,14 @@ def excluded_words(paths: Iterable[str | Path]) -> set[str]:
 
 
 def generate(
-    cfg: FictionalConfig | Mapping[str, Any] | None = None, exclude: Iterable[str | Path] = (), **overrides: Any
+    cfg: FictionalConfig | Mapping[str, Any] | str | Path | None = None,
+    exclude: Iterable[str | Path] = (),
+    **overrides: Any,
 ) -> list[dict]:
     """Passages in the SEAL format about invented entities, deterministic in the config and the exclusions.
 
     Args:
-        cfg: a `FictionalConfig` or a mapping of its fields (None: the defaults).
+        cfg: a `FictionalConfig`, a mapping of its fields or a YAML file of them (None: the defaults).
         exclude: passage files whose words no invented name may use, so that files are entity-disjoint.
         overrides: config fields replacing those of `cfg` (e.g. `passages=60, seed=1`).
 
