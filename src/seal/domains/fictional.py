@@ -54,7 +54,7 @@ class FictionalConfig(BaseModel):
     min_questions: int = Field(4, ge=1, description="questions per passage, at least (one per fact)")
     max_questions: int = Field(6, ge=1, description="questions per passage, at most")
     reverse_fraction: float = Field(
-        0.3, ge=0.0, le=1.0, description="share of the file's questions asked from the other side of their fact"
+        0.25, ge=0.0, le=1.0, description="share of the file's questions asked from the other side of their fact"
     )
     kinds: list[Kind] = Field(default_factory=lambda: list(KINDS), description="kinds of main entity, in turn")
 
@@ -91,7 +91,9 @@ def _validation_message(err: ValidationError) -> str:
     return f"fictional config: {message}" if not where else f"fictional config: field '{where}': {message}"
 
 
-def make_config(source: FictionalConfig | Mapping[str, Any] | str | Path | None = None, **overrides: Any) -> FictionalConfig:
+def make_config(
+    source: FictionalConfig | Mapping[str, Any] | str | Path | None = None, **overrides: Any
+) -> FictionalConfig:
     """A validated config from a config, a mapping, a YAML file or nothing (the defaults), with overrides.
 
     Args:
@@ -115,7 +117,8 @@ def make_config(source: FictionalConfig | Mapping[str, Any] | str | Path | None 
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise FictionalConfigError(f"{path}: expected a mapping of fictional config fields, got {type(data).__name__}")
+            got = type(data).__name__
+            raise FictionalConfigError(f"{path}: expected a mapping of fictional config fields, got {got}")
     elif source is None:
         data = {}
     elif isinstance(source, Mapping):
@@ -186,7 +189,8 @@ class _Names:
             name = f"{first} {last}"
             return Entity(type_, name, (first, last), name)
         if type_ == "town":
-            town = self.word(self.syllables())
+            # Three syllables: a small model "corrects" a short invented town to a real place (Peman -> Pemba).
+            town = self.word(3)
             return Entity(type_, town, (town,), town)
         if type_ == "river":
             stem = self.word(self.syllables())
@@ -274,14 +278,16 @@ RELATIONS: tuple[Relation, ...] = (
     Relation(
         "books", "person", "number", values=(12, 97),
         a_first=("{a} wrote {b} books.", "{a} published {b} books.", "In total, {a} wrote {b} books."),
-        ask_b=("How many books did {a} write?", "How many books did {a} publish?", "How many books did {a} write in total?"),
+        ask_b=("How many books did {a} write?", "How many books did {a} publish?",
+               "How many books did {a} write in total?"),
     ),
     Relation(
         "mayor", "town", "person",
         a_first=("The mayor of {a} was {b}.", "{a} had {b} as its mayor.", "{a} was run by a mayor named {b}."),
         b_first=("{b} was the mayor of {a}.", "{b} served as mayor of {a}.", "{b} ran the town of {a} as mayor."),
         ask_b=("Who was the mayor of {a}?", "Who did {a} have as its mayor?", "Who ran {a} as mayor?"),
-        ask_a=("Of which town was {b} the mayor?", "Which town did {b} serve as mayor?", "Which town did {b} run as mayor?"),
+        ask_a=("Of which town was {b} the mayor?", "Which town did {b} serve as mayor?",
+               "Which town did {b} run as mayor?"),
     ),
     Relation(
         "town_founded", "town", "year", values=(1210, 1890),
@@ -292,8 +298,10 @@ RELATIONS: tuple[Relation, ...] = (
         "river", "town", "river",
         a_first=("{a} lies on {b}.", "{a} was built beside {b}.", "{a} sits on the banks of {b}."),
         b_first=("{B} flows through {a}.", "{B} runs past {a}.", "{B} passes through the town of {a}."),
-        ask_b=("What river does {a} lie on?", "Which river was {a} built beside?", "On the banks of which river does {a} sit?"),
-        ask_a=("Which town does {b} flow through?", "Which town does {b} run past?", "Which town does {b} pass through?"),
+        ask_b=("What river does {a} lie on?", "Which river was {a} built beside?",
+               "On the banks of which river does {a} sit?"),
+        ask_a=("Which town does {b} flow through?", "Which town does {b} run past?",
+               "Which town does {b} pass through?"),
     ),
     Relation(
         "population", "town", "number", values=(1200, 98000),
@@ -349,7 +357,8 @@ RELATIONS: tuple[Relation, ...] = (
         b_first=("{b} is the town where the first {n} was built.", "The town of {b} made the first {n}.",
                  "{b} is the home of {a}."),
         ask_b=("Where was the first {n} built?", "In which town was {a} first made?", "Which town does {a} come from?"),
-        ask_a=("What was first built in {b}?", "What machine did the town of {b} make first?", "What machine is {b} the home of?"),
+        ask_a=("What was first built in {b}?", "What machine did the town of {b} make first?",
+               "What machine is {b} the home of?"),
     ),
     Relation(
         "tested_on", "invention", "river",
@@ -510,7 +519,7 @@ _WORD = re.compile(r"[A-Za-z]+")
 
 
 def _template_words() -> set[str]:
-    words = set(w.lower() for w in _ORG_TYPES + _DEVICE_NOUNS)
+    words = {w.lower() for w in _ORG_TYPES + _DEVICE_NOUNS}
     for relation in RELATIONS:
         for template in relation.a_first + relation.b_first + relation.ask_b + relation.ask_a:
             words.update(w.lower() for w in _WORD.findall(template))
@@ -538,7 +547,8 @@ def excluded_words(paths: Iterable[str | Path]) -> set[str]:
             if not isinstance(record, dict):
                 continue
             texts = [record.get("title"), record.get("context")]
-            texts += [q.get(k) for q in record.get("questions") or [] if isinstance(q, dict) for k in ("question", "answer")]
+            questions = [q for q in record.get("questions") or [] if isinstance(q, dict)]
+            texts += [q.get(k) for q in questions for k in ("question", "answer")]
             texts += [e.get("name") for e in record.get("entities") or [] if isinstance(e, dict)]
             for text in texts:
                 if isinstance(text, str):
