@@ -9,8 +9,8 @@ Every passage is about one main entity, named in its title, and states 4-6 facts
 entity (a person, a town, a river, an organisation, an invention) or to a value (a year, a number).
 Each question asks for the other side of one fact given the main entity, so an answer is never the
 title. A question is `forward` when the sentence stating its fact starts from the main entity
-("Tavo Brinel founded the Kesmor Guild." / "What did Tavo Brinel found?") and `reverse` when the
-sentence starts from the answer ("The Kesmor Guild was founded by Tavo Brinel."): answering it means
+("Zekan Lakir set up the Titam Society." / "What did Zekan Lakir set up?") and `reverse` when the
+sentence starts from the answer ("The Titam Society was set up by Zekan Lakir."): answering it means
 reading the fact from the other side, which fine-tuning on the passage teaches badly (the reversal
 curse) while reading it in context is easy.
 """
@@ -33,6 +33,7 @@ from seal.domains.knowledge import DataError
 
 Kind = Literal["person", "town", "organisation", "invention"]
 KINDS: tuple[str, ...] = ("person", "town", "organisation", "invention")
+MAX_PASSAGES = 1000  # each invented word is used once: the supply of names runs out past about 3000 passages
 
 
 class FictionalConfigError(ValueError):
@@ -47,7 +48,9 @@ class FictionalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    passages: int = Field(30, ge=1, description="passages to generate")
+    passages: int = Field(
+        30, ge=1, le=MAX_PASSAGES, description="passages to generate (files excluded from each other count together)"
+    )
     seed: int = Field(0, description="same seed (and exclusions) -> identical output")
     min_facts: int = Field(4, ge=1, description="facts stated per passage, at least")
     max_facts: int = Field(6, ge=1, description="facts stated per passage, at most")
@@ -180,12 +183,9 @@ class _Names:
                 return word.capitalize()
         raise RuntimeError("ran out of invented words")  # needs millions of entities
 
-    def syllables(self) -> int:
-        return 2
-
     def entity(self, type_: str) -> Entity:
         if type_ == "person":
-            first, last = self.word(2), self.word(self.syllables())
+            first, last = self.word(2), self.word(2)
             name = f"{first} {last}"
             return Entity(type_, name, (first, last), name)
         if type_ == "town":
@@ -193,15 +193,15 @@ class _Names:
             town = self.word(3)
             return Entity(type_, town, (town,), town)
         if type_ == "river":
-            stem = self.word(self.syllables())
+            stem = self.word(2)
             name = f"{stem} River"
             return Entity(type_, name, (stem,), f"the {name}")
         if type_ == "organisation":
-            stem = self.word(self.syllables())
+            stem = self.word(2)
             name = f"{stem} {self.rng.choice(_ORG_TYPES)}"
             return Entity(type_, name, (stem,), f"the {name}")
         if type_ == "invention":
-            stem = self.word(self.syllables())
+            stem = self.word(2)
             name = f"{stem} {self.rng.choice(_DEVICE_NOUNS)}"
             return Entity(type_, name, (stem,), f"the {name}")
         raise ValueError(f"unknown entity type {type_!r}")
