@@ -126,6 +126,7 @@ def test_all_kinds_of_main_entity_are_generated():
         ({"min_questions": 6, "max_questions": 5}, "min_questions (6) is more than max_questions (5)"),
         ({"min_questions": 5, "max_questions": 5, "min_facts": 1, "max_facts": 4}, "is more than max_facts (4)"),
         ({"passages": -1}, "field 'passages'"),
+        ({"passages": 1001}, "field 'passages': Input should be less than or equal to 1000"),
         ({"min_facts": 0}, "field 'min_facts'"),
         ({"reverse_fraction": 1.5}, "field 'reverse_fraction'"),
         ({"max_facts": 9}, "max_facts (9) is more than the 6 facts"),
