@@ -11,7 +11,15 @@ from seal.domains.arc import augment
 from seal.domains.arc.format import grid_text, leave_out_sequences, parse_grid, tokens_per_grid
 from seal.domains.arc.grids import Pair, Task, load_tasks, to_grid
 from seal.domains.arc.selfedit import parse_self_edit, plan_json
-from seal.domains.arc.ttt import attempts_from_outputs, solved, training_documents, views, vote
+from seal.domains.arc.ttt import (
+    attempts_from_outputs,
+    release_views,
+    release_vote,
+    solved,
+    training_documents,
+    views,
+    vote,
+)
 from seal.domains.knowledge import DataError
 
 runner = CliRunner()
@@ -278,3 +286,73 @@ def test_arc_train_completes_a_round_and_fine_tunes_on_the_solving_self_edits(ti
     assert train["pairs"] == 4 and train["invalid"] == 0 and train["sft_examples"] == 1
     assert (out / "policy" / "round-1" / "adapter_config.json").exists()
     assert (out / "report" / "success_by_round.png").exists()
+
+
+# --- the release's views and voting, and resampling ------------------------------------------------------
+
+
+def test_release_views_leave_one_demonstration_out_permute_and_add_five_geometric_views():
+    task = small_task()  # 3 demonstrations
+    release = release_views(task, "compact", seed=0)
+    identity = [v for v in release if v.group == "identity"]
+    geometric = [v for v in release if v.group != "identity"]
+    assert 3 <= len(identity) <= 9  # 3 subsets, each with up to 2 more orders, duplicates dropped
+    assert all(v.prompt.count("input:") == 3 for v in release)  # 2 demonstrations shown + the query
+    assert sorted(v.group for v in geometric) == ["flip_lr", "flip_ud", "rot180", "rot270", "transpose"]
+    # answering each view correctly (in its own frame) and mapping back gives the solution
+    outputs = [grid_text(v.transform(task.test[0].output), "compact") for v in release]
+    attempts = attempts_from_outputs(task, release, outputs, "compact", 2, voting="release")
+    assert solved(task, attempts) and attempts[0][0] == task.test[0].output
+
+
+def test_release_vote_takes_three_candidates_per_group_then_the_most_common_with_identity_breaking_ties():
+    a, b, c = ((1,),), ((2,),), ((3,),)
+    # candidates: all -> a b c; identity -> a b a (a row-majority stand-in); transpose -> a a a;
+    # flip_ud -> c c c; flip_lr -> b b b: a 6 votes, b and c 4, and b wins the tie on the identity views
+    candidates = [("identity", a), ("identity", a), ("identity", b), ("transpose", a), ("flip_lr", b), ("flip_ud", c)]
+    assert release_vote(candidates) == [a, b]
+    # all -> c b a; identity -> c c c; transpose -> b b b; flip_lr -> a a a: 4 votes each, so the identity
+    # views decide (c), then the candidate seen first (b)
+    tied = [("identity", c), ("identity", c), ("transpose", b), ("transpose", b), ("flip_lr", a)]
+    assert release_vote(tied) == [c, b]
+    assert release_vote([("identity", None)]) == []
+
+
+def test_unparsable_self_edits_are_sampled_again_until_they_parse_and_repeats_are_refused(
+    tiny_dir, tmp_path, monkeypatch
+):
+    """The tiny model writes no JSON: a scripted sampler answers prose first, then a repeat of the first
+    configuration, then a new one. Each attempt's keys are recorded, and a re-run redoes nothing."""
+    from seal.experiments import steps
+
+    valid = [plan_json(("basic",), "output", 1e-3, 1), plan_json(("size",), "all", 1e-3, 2)]
+    calls = []
+
+    def scripted(lm, item, sampling, seed, prefix):
+        calls.append(prefix)
+        _, batch = item
+        attempt = 0 if "#" not in prefix else int(prefix.rsplit("#", 1)[1])
+        texts = {0: ["no json here"] * len(batch), 1: [valid[0]] * len(batch), 2: [valid[1]] * len(batch)}
+        return texts[attempt]
+
+    monkeypatch.setattr(steps, "sample_work", scripted)
+    out = tmp_path / "run"
+    small = ["--set", "data.ids=[59341089]", "--conditions", "self-edit", "--set", "self_edit.resample_invalid=3",
+             "--set", "self_edit.unique=true"]  # fmt: skip
+    args = ["arc", "eval", "--model", str(tiny_dir), "--k", "2", "--out", str(out), *small, *TINY]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    from seal.config import ArcEvalConfig, load_config
+    from seal.store import RunStore
+
+    store = RunStore(out, load_config(ArcEvalConfig, out / "config.yaml"))
+    edits = store.all("self_edits")
+    texts = [edits[f"self-edit/59341089/{i}"]["text"] for i in range(2)]
+    assert texts == valid  # the first took attempt 1; the second repeated it and took attempt 2
+    assert store.get("resamples", "self-edit/attempt-1") == ["59341089/0", "59341089/1"]
+    assert store.get("resamples", "self-edit/attempt-2") == ["59341089/1"]
+    assert store.get("resamples", "self-edit/attempt-3") == []
+    results = json.loads((out / "results.json").read_text())
+    assert results["conditions"]["self-edit"]["invalid"] == 0
+    calls.clear()
+    assert runner.invoke(app, args).exit_code == 0 and calls == []

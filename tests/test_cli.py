@@ -443,3 +443,22 @@ def test_grade_check_refuses_bad_input_with_a_clear_message(tmp_path):
     shapeless.write_text("[1, 2]")
     result = runner.invoke(app, ["grade-check", str(shapeless)])
     assert result.exit_code == 2 and "not a judged-answers file" in result.output
+
+
+def test_data_fictional_writes_the_same_file_for_the_same_seed_and_refuses_a_bad_config(tmp_path):
+    from seal.domains.knowledge import load_passages
+
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path in paths:
+        result = runner.invoke(app, ["data", "fictional", "--passages", "3", "--seed", "7", "--out", str(path)])
+        assert result.exit_code == 0, result.output
+    assert paths[0].read_bytes() == paths[1].read_bytes() and len(load_passages(paths[0])) == 3
+    disjoint = tmp_path / "c.json"
+    result = runner.invoke(app, ["data", "fictional", "--passages", "3", "--seed", "7", "--exclude", str(paths[0]),
+                                 "--out", str(disjoint)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert {p.title for p in load_passages(disjoint)}.isdisjoint(p.title for p in load_passages(paths[0]))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("min_facts: 6\nmax_facts: 4\n")
+    result = runner.invoke(app, ["data", "fictional", "-c", str(bad), "--out", str(tmp_path / "d.json")])
+    assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output

@@ -284,6 +284,38 @@ def grade_check(
     print_grade_check(console, result, file.name, examples)
 
 
+data_app = typer.Typer(help="Data sets: the fictional-knowledge benchmark.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fictional")
+def data_fictional(
+    out: Annotated[Path, typer.Option(help="the passages file to write (a folder with --splits)")],
+    passages: Annotated[Optional[int], typer.Option(help="passages to generate")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="the generator's seed: the same seed, the same file")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML of generator fields")] = None,
+    exclude: Annotated[Optional[list[Path]], typer.Option(help="passage files whose words no name may use")] = None,
+    splits: Annotated[bool, typer.Option("--splits", help="the shipped eval, val and train files, in order")] = False,
+) -> None:
+    """Passages about invented people, towns, organisations and inventions, with closed-book questions
+    (the SEAL passage format, so every command reads them). Deterministic by seed; no two passages share
+    an entity; --exclude keeps a new file entity-disjoint from earlier ones."""
+    from seal.domains import fictional
+
+    given = {k: v for k, v in {"passages": passages, "seed": seed}.items() if v is not None}
+    try:
+        if splits:
+            written = fictional.make_split_files(out, cfg=fictional.make_config(config, **given), exclude=exclude or [])
+            for name, path in written.items():
+                console.print(f"{name}: {path}")
+            return
+        made = fictional.generate(config, exclude=exclude or [], **given)
+        fictional.write(out, made)
+        console.print(f"{len(made)} passages, {sum(len(p['questions']) for p in made)} questions written to {out}")
+    except USER_ERRORS as err:
+        fail(str(err))
+
+
 @app.command("export")
 def export(
     run: Annotated[Path, typer.Argument(help="a run directory")],

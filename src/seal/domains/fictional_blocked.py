@@ -76,5 +76,5 @@ BLOCKED = frozenset(
     vapor vari vase vedas vegan vegas vene venez venom venus vera veter veteran veterin veto vibrate vide vigil
     vigor vikram vine vinegar vines viral virus viruses visa visas visitor vista vital vitamin vitro vivo volume
     volumes vote voter votes zara zebra zeno zero zeros zika zone zones zoran zoro
-    """.split()  # noqa: SIM905 (a word list reads better as text)
+    """.split()
 )
