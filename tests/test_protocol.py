@@ -40,6 +40,13 @@ def test_the_arc_recipe_holds_the_release_values(shared_data):
     assert p.lora.targets == ["q_proj", "v_proj", "gate_proj", "down_proj", "up_proj"]
     assert (cfg.sampling.temperature, cfg.sampling.max_new_tokens) == (0.8, 128)
     assert cfg.ttt.max_examples == 250 and cfg.ttt.max_steps == 375
+    assert (cfg.adapt.lora.rank, cfg.adapt.lora.alpha, cfg.adapt.batch_size, cfg.adapt.schedule) == (
+        128,
+        16,
+        2,
+        "cosine",
+    )
+    assert cfg.adapt.warmup_steps == 11 and cfg.self_edit.resample_invalid > 0 and cfg.self_edit.unique
     assert cfg.train_data.ids == PAPER_ARC_TRAIN and cfg.eval_data.ids == PAPER_ARC_EVAL
     assert (cfg.k, cfg.eval_k) == (15, 5)
     reference = json.loads((shared_data / "reference-results" / "arc_icl_final_results.json").read_text())

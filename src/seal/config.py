@@ -73,6 +73,9 @@ class AdaptConfig(Section):
         "linear", description="learning-rate decay over each adapter's own optimiser steps"
     )
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of each adapter's steps spent warming up")
+    warmup_steps: int = Field(
+        0, ge=0, description="optimiser steps spent warming up; above 0 it wins over warmup_ratio"
+    )
     max_doc_tokens: int = Field(512, ge=8, description="documents are truncated to this many tokens")
     loss_on_padding: bool = Field(
         False,

@@ -54,7 +54,7 @@ def document_order(n_docs: int, epochs: int, seed: int) -> list[int]:
 
 def learning_rate(cfg: AdaptConfig, peak: float, step: int, total: int) -> float:
     """HF's schedules: linear warm-up over the first warmup_ratio of the steps, then linear or cosine decay to 0."""
-    warmup = int(cfg.warmup_ratio * total)
+    warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total)  # HF: warmup_steps wins when set
     if step < warmup:
         return peak * step / max(1, warmup)
     progress = (step - warmup) / max(1, total - warmup)
