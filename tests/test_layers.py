@@ -20,7 +20,7 @@ LAYERS = [
     ["seal.engine"],  # train and score K adapters: no domain in it
     ["seal.policy"],  # the ReST-EM M-step
     ["seal.cluster"],  # where model work runs
-    ["seal.experiments.steps", "seal.experiments.knowledge_steps"],  # steps the experiments share
+    ["seal.experiments.steps", "seal.experiments.knowledge_steps", "seal.experiments.arc_steps"],  # shared steps
     ["seal.experiments"],  # one module per experiment
     ["seal.cli", "seal.__main__"],
 ]

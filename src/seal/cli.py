@@ -24,6 +24,7 @@ from rich.console import Console
 from seal.cluster import ExecutorFailed
 from seal.config import (
     ArcEvalConfig,
+    ArcSelectConfig,
     ArcTrainConfig,
     JudgeConfig,
     KnowledgeContinualConfig,
@@ -89,6 +90,11 @@ COMMANDS = [
         "Self-edits on ARC tasks: parse, test-time train, predict with augmented voting; next to the baselines.",
         {**SHARED, "challenges": "data.challenges", "solutions": "data.solutions", "tasks": "data.tasks",
          "conditions": "conditions", "k": "k", **POOL},
+    ),
+    Command(
+        "arc", "select", ArcSelectConfig, "seal.experiments.arc_select:ArcSelect",
+        "The ARC tasks a model can learn: oracle test-time training on small tasks, the solved ones split.",
+        {**SHARED, "candidates": "candidates", "tries": "tries", "max-side": "max_side", **POOL},
     ),
     Command(
         "arc", "train", ArcTrainConfig, "seal.experiments.arc:ArcTrain",

@@ -387,6 +387,36 @@ class ArcEvalConfig(ArcRunConfig):
     k: int = Field(5, ge=1, description="self-edits per task (paper: 5 at evaluation)")
 
 
+class ArcSelectConfig(ArcRunConfig):
+    """`seal arc select`: the ARC tasks a model can learn, chosen by running oracle test-time training on the
+    small ones and keeping those it solves at least `min_solved` times out of `tries`."""
+
+    sources: list[ArcDataConfig] = Field(
+        default_factory=lambda: [
+            ArcDataConfig(
+                challenges=f"{ARC_DIR}/arc-agi_training_challenges.json",
+                solutions=f"{ARC_DIR}/arc-agi_training_solutions.json",
+            ),
+            ArcDataConfig(
+                challenges=f"{ARC_DIR}/arc-agi_evaluation_challenges.json",
+                solutions=f"{ARC_DIR}/arc-agi_evaluation_solutions.json",
+            ),
+        ],
+        description="task files to choose from",
+    )
+    max_side: int = Field(6, ge=1, le=30, description="a candidate's every grid is at most this many cells a side")
+    same_shape: bool = Field(
+        True, description="candidates' outputs have their inputs' shape (a colour or geometric rule)"
+    )
+    max_prompt_tokens: int = Field(1024, ge=64, description="a candidate's demonstrations and query fit in this")
+    candidates: int | None = Field(None, ge=1, description="at most this many candidates (in id order); None = all")
+    tries: int = Field(2, ge=1, description="oracle test-time trainings per candidate (different seeds)")
+    min_solved: int = Field(1, ge=1, description="tries a task must be solved in to be kept")
+    eval_fraction: float = Field(
+        0.5, gt=0.0, lt=1.0, description="share of the kept tasks held out for evaluation (a fixed split by id)"
+    )
+
+
 class ArcTrainConfig(ArcRunConfig):
     """`seal arc train`: RL rounds (ReST-EM) on training tasks, each policy evaluated on held-out tasks."""
 

@@ -334,7 +334,21 @@ def arc_train_report(results: dict, out: Path) -> str:
     return "\n\n".join(sections)
 
 
+def arc_select_report(results: dict, out: Path) -> str:
+    split = {**{t: "train" for t in results["train"]}, **{t: "eval" for t in results["eval"]}}
+    rows = [[task, f"{n}/{results['tries']}", split.get(task, "-")] for task, n in results["solved"].items()]
+    return "\n\n".join([
+        f"# ARC task selection: {results['model']}",
+        f"{results['n_candidates']} candidate tasks, {results['tries']} oracle test-time trainings each; "
+        f"{len(results['kept'])} kept ({len(results['train'])} training, {len(results['eval'])} evaluation). "
+        "Chosen by the oracle, so the oracle is favoured on them.",
+        _markdown_table(["task", "solved", "split"], rows),
+        "Files: " + ", ".join(f"`{p}`" for files in results["files"].values() for p in files.values()),
+    ])  # fmt: skip
+
+
 REPORTS: dict[str, Callable[[dict, Path], str]] = {
+    "seal.arc.select/1": arc_select_report,
     "seal.knowledge.train/1": train_report,
     "seal.knowledge.eval/1": eval_report,
     "seal.knowledge.continual/1": continual_report,

@@ -1,0 +1,246 @@
+"""The steps every ARC experiment is made of: sample self-edits for tasks, predict in context, and adapt
+to a plan (test-time training) and predict by voting; each resumable from a run store.
+
+Record keys: `{phase}/{task}/{i}` for the i-th self-edit for a task in a phase (`self-edit`, `e1/self-edit`,
+`r1/self-edit`, `oracle`, `in-context`, ...) and for its attempts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from rich.console import Console
+
+from seal.cluster import Executor
+from seal.config import ArcDataConfig, ArcRunConfig
+from seal.domains.arc import ttt
+from seal.domains.arc.format import tokens_per_grid
+from seal.domains.arc.grids import Task, load_tasks
+from seal.domains.arc.selfedit import ArcPlan, parse_self_edit, self_edit_prompt
+from seal.engine.adapters import AdapterBank
+from seal.engine.loop import job_batches, train_and_score
+from seal.engine.sampling import generate
+from seal.engine.scoring import regroup
+from seal.engine.training import TrainJob
+from seal.errors import DataError
+from seal.experiments.steps import (
+    mean,
+    progress_bar,
+    resample_self_edits,
+    sample_self_edits,
+    stable_seed,
+)
+from seal.models import LoadedModel
+from seal.stats import bootstrap_ci, paired_difference
+from seal.store import RunStore, key
+
+
+def record_key(phase: str, task: Task, index: int = 0) -> str:
+    """Where the `index`-th self-edit for a task in `phase` (`self-edit`, `e1/self-edit`, `r1/self-edit`,
+    `oracle`, ...) and its attempts are filed (index 0 also for in-context attempts)."""
+    return key(phase, task.key, index)
+
+
+def load_arc(data: ArcDataConfig) -> list[Task]:
+    tasks = load_tasks(data.challenges, data.solutions, data.ids)
+    tasks = tasks if data.tasks is None else tasks[: data.tasks]
+    unsolvable = [t.id for t in tasks if any(p.output is None for p in t.test)]
+    if unsolvable:
+        raise DataError(f"{data.challenges}: no solution for task {unsolvable[0]!r} (set data.solutions)")
+    return tasks
+
+
+@dataclass
+class ArcItem:
+    """One (task, self-edit) pair to adapt and score, filed under `key`."""
+
+    key: str
+    task: Task
+    text: str
+
+
+@dataclass
+class ArcJob:
+    key: str
+    task: Task
+    plan: ArcPlan
+    documents: list
+
+
+def predict(
+    lm: LoadedModel, cfg: ArcRunConfig, tasks: list[Task], seeds: list[int], bank=None, slots=None
+) -> list[list]:
+    """Voted attempts per test input of each task; task i's views routed to slots[i] when given."""
+    t_cfg = cfg.ttt
+    bos = lm.tokenizer.bos_token if _adds_bos(lm.tokenizer) else ""
+    all_views = [views_of(task, t_cfg, seed) for task, seed in zip(tasks, seeds)]
+    prompts = [bos + v.prompt for views in all_views for v in views]
+    rows = None if slots is None else [s for s, views in zip(slots, all_views) for _ in views]
+    budget = max(_output_budget(lm, cfg, task) for task in tasks)
+    outputs = generate(lm, prompts, max_new_tokens=budget, batch_size=t_cfg.batch_size, bank=bank, slots=rows)
+    return [
+        ttt.attempts_from_outputs(task, views, texts, t_cfg.style, t_cfg.attempts, t_cfg.voting)
+        for task, views, texts in zip(tasks, all_views, regroup(outputs, [len(v) for v in all_views]))
+    ]
+
+
+def views_of(task: Task, cfg, seed: int) -> list[ttt.View]:
+    """The prompts a task's test inputs are predicted from: our symmetric views, or the release's."""
+    if cfg.voting == "release":
+        return ttt.release_views(task, cfg.style, seed)
+    return ttt.views(task, cfg.views, cfg.style, seed)
+
+
+def _output_budget(lm: LoadedModel, cfg: ArcRunConfig, task: Task) -> int:
+    """Room for the largest grid the task suggests (a square of its largest side), capped."""
+    side = max(max(len(g), len(g[0])) for p in task.train + task.test for g in (p.input, p.output) if g is not None)
+    square = tuple(tuple([0] * side) for _ in range(side))
+    return min(cfg.ttt.max_output_tokens, tokens_per_grid(lm.tokenizer, square, cfg.ttt.style) + 8)
+
+
+def _record(task: Task, attempts: list[list], **extra) -> dict:
+    return {
+        "task": task.id,
+        "solved": ttt.solved(task, attempts),
+        "attempts": [[[list(row) for row in g] for g in tries] for tries in attempts],
+        **extra,
+    }
+
+
+def in_context_work(lm: LoadedModel, item: tuple[Task, int], cfg: ArcRunConfig) -> dict:
+    task, seed = item
+    (attempts,) = predict(lm, cfg, [task], [seed])
+    return _record(task, attempts, valid=True)
+
+
+def adapt_work(lm: LoadedModel, batch: list[ArcJob], cfg: ArcRunConfig) -> list[dict]:
+    """Test-time training of one adapter per job, `adapt.slots` at a time, and voted predictions of
+    each adapted model, `adapt.slots` models per batched pass."""
+    bank = AdapterBank.attach(lm.model, cfg.adapt.lora, cfg.adapt.slots)
+    began = time.perf_counter()
+    train_jobs = [TrainJob(j.documents, stable_seed(cfg.seed, j.key), j.plan.lr, j.plan.epochs) for j in batch]
+    seeds = [stable_seed(cfg.seed, "views", j.key) for j in batch]
+    attempts: dict[int, list] = {}
+
+    def score(group: list[int]) -> None:
+        tasks, group_seeds = [batch[j].task for j in group], [seeds[j] for j in group]
+        attempts.update(zip(group, predict(lm, cfg, tasks, group_seeds, bank=bank, slots=list(range(len(group))))))
+
+    stats = train_and_score(lm, bank, train_jobs, cfg.adapt, score)
+    share = (time.perf_counter() - began) / len(batch)
+    return [
+        _record(j.task, attempts[s], valid=True, plan=j.plan.raw, examples=len(j.documents), steps=len(stats.losses[s]),
+                loss=stats.first_last(s), seconds=share)
+        for s, j in enumerate(batch)
+    ]  # fmt: skip
+
+
+class ArcSteps:
+    def __init__(self, store: RunStore, executor: Executor, cfg: ArcRunConfig, console: Console):
+        self.store, self.executor, self.cfg, self.console = store, executor, cfg, console
+
+    def sample(self, prefix: str, tasks: list[Task], k: int) -> None:
+        """k self-edits per task; those that do not parse (or, with `self_edit.unique`, repeat an earlier one
+        for the task) sampled again up to `self_edit.resample_invalid` times."""
+        cfg, t_cfg = self.cfg, self.cfg.ttt
+        wanted = [(key(t.key, i), self_edit_prompt(t, t_cfg.style)) for t in tasks for i in range(k)]
+        sample_self_edits(self.store, self.executor, prefix, wanted, cfg.sampling, cfg.seed, self.console)
+
+        def acceptable(within: str, sampled: dict[str, dict]) -> bool:
+            task_key, index = within.rsplit("/", 1)
+            plan = parse_self_edit(
+                sampled[key(prefix, within)]["text"], max_lr=t_cfg.max_lr, max_epochs=t_cfg.max_epochs
+            )
+            if not plan.valid:
+                return False
+            earlier = [
+                parse_self_edit(
+                    sampled[key(prefix, task_key, i)]["text"], max_lr=t_cfg.max_lr, max_epochs=t_cfg.max_epochs
+                )
+                for i in range(int(index))
+            ]
+            return not (cfg.self_edit.unique and any(p.valid and p.settings == plan.settings for p in earlier))
+
+        attempts = cfg.self_edit.resample_invalid
+        resample_self_edits(
+            self.store, self.executor, prefix, wanted, cfg.sampling, cfg.seed, self.console, acceptable, attempts
+        )
+
+    def in_context(self, prefix: str, tasks: list[Task]) -> None:
+        todo = [t for t in tasks if self.store.get("answers", record_key(prefix, t)) is None]
+        if not todo:
+            return
+        items = [(t, stable_seed(self.cfg.seed, prefix, t.key)) for t in todo]
+        with progress_bar(self.console) as progress:
+            job = progress.add_task(f"{prefix}: predicting", total=len(todo))
+            for (task, _), record in self.executor.map(in_context_work, items, self.cfg):
+                self.store.put("answers", record_key(prefix, task), record)
+                progress.advance(job)
+
+    def job(self, lm: LoadedModel, item: ArcItem) -> ArcJob:
+        t = self.cfg.ttt
+        plan = parse_self_edit(item.text, max_lr=t.max_lr, max_epochs=t.max_epochs)
+        data = ttt.training_documents(
+            item.task, plan, style=t.style, leave_out=tuple(t.leave_out), max_examples=t.max_examples,
+            batch_size=self.cfg.adapt.batch_size, max_steps=t.max_steps, seed=stable_seed(self.cfg.seed, item.key),
+            fits_in_context=lambda text: len(lm.tokenizer(text).input_ids) < t.max_tokens,
+        )  # fmt: skip
+        return ArcJob(item.key, item.task, data.plan, data.documents)
+
+    def adapt(self, items: list[ArcItem], label: str) -> None:
+        done = self.store.keys("answers")
+        if all(item.key in done for item in items):
+            return
+        lm = self.executor.tokenizer_view()
+        jobs = [self.job(lm, item) for item in items]
+        self.store.put_many(
+            "answers",
+            [(j.key, {"task": j.task.id, "solved": False, "valid": False, "reason": j.plan.reason})
+             for j in jobs if not j.plan.valid and j.key not in done],
+        )  # fmt: skip
+        # a self-edit chooses its epochs: group plans by the optimiser steps they take
+        valid = [j for j in jobs if j.plan.valid]
+        batches = job_batches(valid, self.cfg.adapt.unit, done, steps=lambda j: len(j.documents) * j.plan.epochs)
+        with progress_bar(self.console) as progress:
+            task = progress.add_task(label, total=sum(len(b) for b in batches))
+            for batch, records in self.executor.map(adapt_work, batches, self.cfg):
+                self.store.put_many("answers", [(j.key, r) for j, r in zip(batch, records)])
+                progress.advance(task, len(batch))
+
+
+def _adds_bos(tokenizer) -> bool:
+    ids = tokenizer("a").input_ids
+    return tokenizer.bos_token_id is not None and bool(ids) and ids[0] == tokenizer.bos_token_id
+
+
+# --- summaries ---------------------------------------------------------------------------------------
+
+
+def condition_summary(answers: dict[str, dict], prefix: str, tasks: list[Task]) -> dict:
+    """Success rate over (task, self-edit) pairs, the fraction of tasks solved by any, and invalid plans."""
+    per_task = {t.id: [v for k, v in answers.items() if k.startswith(key(prefix, t.key, ""))] for t in tasks}
+    pairs = [r for rs in per_task.values() for r in rs]
+    seconds = [r["seconds"] for r in pairs if "seconds" in r]
+    task_rates = [mean([float(r["solved"]) for r in rs]) for rs in per_task.values()]
+    return {
+        "success_rate": mean([float(r["solved"]) for r in pairs]),
+        "ci": bootstrap_ci(task_rates),  # of the mean over tasks of each task's success rate
+        "task_rates": task_rates,
+        "tasks_solved": mean([float(any(r["solved"] for r in rs)) for rs in per_task.values()]),
+        "pairs": len(pairs),
+        "invalid": sum(not r["valid"] for r in pairs),
+        "seconds_per_pair": mean(seconds) if seconds else None,
+        "per_task": {task: [r["solved"] for r in rs] for task, rs in per_task.items()},
+        "invalid_reasons": sorted({r["reason"] for r in pairs if not r["valid"]}),
+    }
+
+
+def paired_tasks(conditions: dict[str, dict]) -> dict[str, dict]:
+    """For every pair of conditions (later minus earlier), the paired difference of their per-task success rates."""
+    names, out = list(conditions), {}
+    for i, earlier in enumerate(names):
+        for later in names[i + 1 :]:
+            rates = conditions[later]["task_rates"], conditions[earlier]["task_rates"]
+            out[f"{later} - {earlier}"] = {"success_rate": paired_difference(*rates)}
+    return out
