@@ -212,6 +212,22 @@ def load_tokenizer_view(cfg: ModelConfig) -> LoadedModel:
     )
 
 
+def model_parameters(cfg: ModelConfig) -> int | None:
+    """About how many parameters the configured model has, read from its config alone (None when its config
+    cannot be read without the network): 12 x layers x hidden^2 for the blocks, plus the embeddings."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_source(cfg.name))
+    except (OSError, ValueError, KeyError, ModelLoadError):
+        return None
+    config = getattr(config, "text_config", config)
+    hidden, layers = getattr(config, "hidden_size", None), getattr(config, "num_hidden_layers", None)
+    if not hidden or not layers:
+        return None
+    return 12 * layers * hidden**2 + getattr(config, "vocab_size", 0) * hidden
+
+
 def load_from(cfg: ModelConfig, device: str | None = None) -> LoadedModel:
     """The model a config names, in its dtype and prompt format."""
     return load_model(cfg.name, cfg.dtype, device, chat_template=cfg.chat_template)

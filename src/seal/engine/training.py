@@ -12,6 +12,7 @@ import random
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +23,20 @@ from seal.engine.packing import pack, packed_forward, sequence_token_losses
 from seal.models import LoadedModel
 
 Document = str | tuple[str, str]  # text trained on whole, or (prompt, completion) trained on the completion only
+
+
+_on_tokens: ContextVar[Callable[[int], None] | None] = ContextVar("seal_training_progress", default=None)
+
+
+@contextmanager
+def reporting(on_tokens: Callable[[int], None]):
+    """`on_tokens(n)` is called after every packed step trained in this process, with its tokens (a progress
+    bar's finer steps; work run on worker processes reports only when a unit of work comes back)."""
+    token = _on_tokens.set(on_tokens)
+    try:
+        yield
+    finally:
+        _on_tokens.reset(token)
 
 
 @dataclass
@@ -228,7 +243,10 @@ def train_adapters(
                 a.losses.append(loss)
             stepping = [(s, a) for s, a in zip(slots, training) if a.ends_a_step]
             optimiser.step([s for s, _ in stepping], [a.learning_rate(cfg) for _, a in stepping], cfg.max_grad_norm)
-            stats.tokens += sum(len(ids) for docs in batch_docs for ids, _ in docs)
+            step_tokens = sum(len(ids) for docs in batch_docs for ids, _ in docs)
+            stats.tokens += step_tokens
+            if (on_tokens := _on_tokens.get()) is not None:
+                on_tokens(step_tokens)
             for slot, j in zip(slots, owned):
                 if adapters[j].done:
                     del running[slot]

@@ -34,6 +34,10 @@ from seal.store import RunStore, key
 def _evaluate(
     steps: ArcSteps, cfg: ArcRunConfig, prefix: str, tasks: list[Task], k: int, conditions: list[str]
 ) -> None:
+    o = cfg.oracle
+    oracle = plan_json(tuple(o.families), o.strategy, o.lr, o.epochs)
+    plans = k * ("self-edit" in conditions) + ("oracle" in conditions)
+    steps.warn_upfront(tasks, oracle, plans)
     if "in-context" in conditions:
         steps.in_context(f"{prefix}in-context", tasks)
     items = []
@@ -43,9 +47,7 @@ def _evaluate(
         keys = [(t, record_key(f"{prefix}self-edit", t, i)) for t in tasks for i in range(k)]
         items += [ArcItem(k, t, sampled[k]["text"]) for t, k in keys]
     if "oracle" in conditions:
-        o = cfg.oracle
-        text = plan_json(tuple(o.families), o.strategy, o.lr, o.epochs)
-        items += [ArcItem(record_key(f"{prefix}oracle", t), t, text) for t in tasks]
+        items += [ArcItem(record_key(f"{prefix}oracle", t), t, oracle) for t in tasks]
     steps.adapt(items, f"{prefix or 'tasks'}: test-time training")
 
 

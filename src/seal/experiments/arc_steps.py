@@ -25,15 +25,21 @@ from seal.engine.scoring import regroup
 from seal.engine.training import TrainJob
 from seal.errors import DataError
 from seal.experiments.steps import (
+    TrainingProgress,
+    estimated_seconds,
     mean,
     progress_bar,
     resample_self_edits,
     sample_self_edits,
     stable_seed,
+    training_tokens,
+    warn_if_long,
 )
 from seal.models import LoadedModel
 from seal.stats import bootstrap_ci, paired_difference
 from seal.store import RunStore, key
+
+ARC_HINT = "On a laptop: configs/cpu-arc.yaml (minutes), or configs/cpu-tables-arc.yaml (the measured table)."
 
 
 def record_key(phase: str, task: Task, index: int = 0) -> str:
@@ -188,6 +194,17 @@ class ArcSteps:
         )  # fmt: skip
         return ArcJob(item.key, item.task, data.plan, data.documents)
 
+    def warn_upfront(self, tasks: list[Task], reference_plan: str, plans_per_task: int) -> None:
+        """Before any work: on a CPU, a run whose test-time training is estimated at over 15 minutes says so,
+        its plans counted as costing what `reference_plan` (the oracle's) costs on each task."""
+        if not plans_per_task or estimated_seconds(self.cfg.model, 1) is None:
+            return
+        lm = self.executor.tokenizer_view()
+        jobs = [self.job(lm, ArcItem("estimate", t, reference_plan)) for t in tasks]
+        tokens = plans_per_task * sum(training_tokens(lm, j.documents, j.plan.epochs, self.cfg.adapt) for j in jobs)
+        warn_if_long(self.console, f"this run's test-time training ({plans_per_task} plans per task)", tokens,
+                     self.cfg.model, ARC_HINT)  # fmt: skip
+
     def adapt(self, items: list[ArcItem], label: str) -> None:
         done = self.store.keys("answers")
         if all(item.key in done for item in items):
@@ -202,11 +219,13 @@ class ArcSteps:
         # a self-edit chooses its epochs: group plans by the optimiser steps they take
         valid = [j for j in jobs if j.plan.valid]
         batches = job_batches(valid, self.cfg.adapt.unit, done, steps=lambda j: len(j.documents) * j.plan.epochs)
-        with progress_bar(self.console) as progress:
-            task = progress.add_task(label, total=sum(len(b) for b in batches))
+        tokens = [sum(training_tokens(lm, j.documents, j.plan.epochs, self.cfg.adapt) for j in b) for b in batches]
+        label = f"{label} ({sum(map(len, batches))} plans)"
+        with TrainingProgress(self.console, label, tokens, self.cfg.model, ARC_HINT) as progress:
+            unit_of = {id(b): u for u, b in enumerate(batches)}
             for batch, records in self.executor.map(adapt_work, batches, self.cfg):
                 self.store.put_many("answers", [(j.key, r) for j, r in zip(batch, records)])
-                progress.advance(task, len(batch))
+                progress.unit_done(unit_of[id(batch)])
 
 
 def _adds_bos(tokenizer) -> bool:

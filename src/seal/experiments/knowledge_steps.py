@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from rich.console import Console
 
 from seal.cluster import Executor
-from seal.config import AdaptConfig, AnswerConfig, JudgeConfig, SamplingConfig
+from seal.config import AdaptConfig, AnswerConfig, JudgeConfig, ModelConfig, SamplingConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage
 from seal.engine.loop import AdaptJob, adapt_batch, work_batches
 from seal.engine.scoring import Probe, regroup, score_probes
 from seal.errors import DataError
-from seal.experiments.steps import mean, progress_bar, sample_self_edits, stable_seed
+from seal.experiments.steps import TrainingProgress, mean, progress_bar, sample_self_edits, stable_seed, training_tokens
 from seal.models import LoadedModel
 from seal.stats import bootstrap_ci, paired_difference
 from seal.store import RunStore, key
@@ -121,15 +121,19 @@ class KnowledgeSteps:
         judge: JudgeConfig | None,
         seed: int,
         console: Console,
+        model: ModelConfig,
     ):
         self.store, self.executor = store, executor
         self.adapt_cfg, self.answer_cfg, self.judge = adapt, answer, judge
-        self.seed, self.console = seed, console
+        self.seed, self.console, self.model_cfg = seed, console, model
 
     @classmethod
     def for_config(cls, cfg, store: RunStore, executor: Executor, console: Console) -> KnowledgeSteps:
         """From any knowledge command's config (its adapt, answer, judge and seed fields)."""
-        return cls(store, executor, adapt=cfg.adapt, answer=cfg.answer, judge=cfg.judge, seed=cfg.seed, console=console)
+        return cls(
+            store, executor, adapt=cfg.adapt, answer=cfg.answer, judge=cfg.judge, seed=cfg.seed, console=console,
+            model=cfg.model,
+        )  # fmt: skip
 
     def answer(self, phase: str, passages: list[Passage], in_context: bool = False) -> None:
         """The current model's answers filed as `{phase}/{passage}/0`, one transaction per chunk of passages."""
@@ -170,14 +174,16 @@ class KnowledgeSteps:
         ]
         batches = work_batches(jobs, self.adapt_cfg, done)
         adapter_dir = self.store.dir / "adapters" if self.adapt_cfg.keep_adapters else None
-        with progress_bar(self.console) as progress:
-            task = progress.add_task(label, total=sum(len(b) for b in batches))
-            for _, results in self.executor.map(
-                adapt_batch, batches, self.adapt_cfg, self.answer_cfg, self.judge, adapter_dir
-            ):
+        epochs = self.adapt_cfg.epochs
+        tokens = [sum(training_tokens(lm, j.documents, epochs, self.adapt_cfg) for j in b) for b in batches]
+        hint = "On a laptop, the cpu-* recipes (configs/) are sized to finish in minutes to an hour."
+        with TrainingProgress(self.console, f"{label} ({len(jobs)} plans)", tokens, self.model_cfg, hint) as progress:
+            unit_of = {id(b): u for u, b in enumerate(batches)}
+            units = self.executor.map(adapt_batch, batches, self.adapt_cfg, self.answer_cfg, self.judge, adapter_dir)
+            for batch, results in units:
                 self.store.put_many("answers", [(r.key, r.probes) for r in results])
                 self.store.put_many("adapt", [(r.key, r.training_record()) for r in results])
-                progress.advance(task, len(results))
+                progress.unit_done(unit_of[id(batch)])
 
 
 def answer_work(

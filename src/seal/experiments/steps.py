@@ -16,9 +16,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from seal.cluster import Executor
-from seal.config import SamplingConfig
+from seal.config import AdaptConfig, ModelConfig, SamplingConfig
 from seal.engine.sampling import generate
-from seal.models import LoadedModel
+from seal.engine.training import reporting, tokenize_documents
+from seal.models import LoadedModel, model_parameters
 from seal.store import RunStore, key
 
 
@@ -51,6 +52,67 @@ def progress_bar(console: Console) -> Progress:
         TimeRemainingColumn(),
         console=console,
     )
+
+
+# Measured here (bench/inner_loop.py, 2 cores): the embedded 135M model trains about 500 packed tokens per
+# second in the batched engine; a larger model's rate scales down with its parameters.
+CPU_TOKENS_PER_SECOND_135M = 500.0
+LONG_ON_CPU_S = 15 * 60
+
+
+def estimated_seconds(model_cfg: ModelConfig, tokens: int) -> float | None:
+    """A rough time to train `tokens` packed tokens on this CPU (None on a GPU, or when the model's size
+    cannot be read without loading it)."""
+    if torch.cuda.is_available():
+        return None
+    params = model_parameters(model_cfg)
+    return None if params is None else tokens / (CPU_TOKENS_PER_SECOND_135M * 135e6 / params)
+
+
+def training_tokens(lm: LoadedModel, documents: list, epochs: int, adapt: AdaptConfig) -> int:
+    """The packed tokens an adapter trains on `documents` for `epochs` (what `TrainStats.tokens` counts)."""
+    return epochs * sum(len(ids) for ids, _ in tokenize_documents(lm, documents, adapt))
+
+
+def warn_if_long(console: Console, what: str, tokens: int, model_cfg: ModelConfig, hint: str) -> None:
+    """On a CPU, one line before a phase estimated at over 15 minutes: its estimate and a hint."""
+    seconds = estimated_seconds(model_cfg, tokens)
+    if seconds is not None and seconds > LONG_ON_CPU_S:
+        console.print(
+            f"[yellow]note:[/] {what} trains about {tokens:,} tokens: roughly {seconds / 60:.0f} minutes on this CPU. "
+            + hint
+        )
+
+
+class TrainingProgress:
+    """A progress bar over units of work measured in the tokens they train, so its estimate of the time left
+    holds while a unit trains: in this process it moves at every packed step (`seal.engine.training.reporting`),
+    with worker processes when each unit comes back. On a CPU, a phase estimated at over 15 minutes says so
+    before it starts, with a hint."""
+
+    def __init__(self, console: Console, label: str, unit_tokens: list[int], model_cfg: ModelConfig, hint: str):
+        self.console, self.label, self.unit_tokens = console, label, unit_tokens
+        self.reported = 0  # tokens reported in this process since the last unit came back
+        warn_if_long(console, label, sum(unit_tokens), model_cfg, hint)
+
+    def __enter__(self) -> TrainingProgress:
+        self.bar = progress_bar(self.console).__enter__()
+        self.task = self.bar.add_task(self.label, total=sum(self.unit_tokens))
+        self._reporting = reporting(self._tokens)
+        self._reporting.__enter__()
+        return self
+
+    def _tokens(self, n: int) -> None:
+        self.reported += n
+        self.bar.advance(self.task, n)
+
+    def unit_done(self, unit: int) -> None:
+        self.bar.advance(self.task, max(0, self.unit_tokens[unit] - self.reported))
+        self.reported = 0
+
+    def __exit__(self, *exc) -> None:
+        self._reporting.__exit__(*exc)
+        self.bar.__exit__(*exc)
 
 
 def sample_self_edits(
