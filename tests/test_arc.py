@@ -356,3 +356,30 @@ def test_unparsable_self_edits_are_sampled_again_until_they_parse_and_repeats_ar
     assert results["conditions"]["self-edit"]["invalid"] == 0
     calls.clear()
     assert runner.invoke(app, args).exit_code == 0 and calls == []
+
+
+def test_task_selection_keeps_the_tasks_the_oracle_solves_and_splits_them_into_files(tiny_dir, tmp_path, monkeypatch):
+    """Two small candidates, one oracle try each; the first is made to count as solved: it alone is kept,
+    and the task files it is written to load as ARC tasks with their solutions."""
+    from seal.domains.arc import ttt
+
+    real, calls = ttt.solved, []
+
+    def first_solves(task, attempts):
+        calls.append(task.id)
+        return len(calls) == 1 or real(task, attempts)
+
+    monkeypatch.setattr(ttt, "solved", first_solves)
+    out = tmp_path / "select"
+    args = ["arc", "select", "--model", str(tiny_dir), "--candidates", "2", "--tries", "1", "--max-side", "5",
+            "--set", "eval_fraction=0.5", "--out", str(out), *TINY]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["n_candidates"] == 2 and len(results["kept"]) == 1
+    assert sorted(results["train"] + results["eval"]) == results["kept"]
+    split = "train" if results["train"] else "eval"
+    files = results["files"][split]
+    tasks = load_tasks(files["challenges"], files["solutions"])
+    assert [t.id for t in tasks] == results["kept"] and tasks[0].test[0].output is not None
+    assert all(max(len(g), len(g[0])) <= 5 for p in tasks[0].train for g in (p.input, p.output))

@@ -10,28 +10,18 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import FakeJudge
-from seal.cli import app
+from seal.cli import COMMANDS, app
 from seal.config import (
     ArcEvalConfig,
     ArcTrainConfig,
-    KnowledgeContinualConfig,
-    KnowledgeCPTConfig,
     KnowledgeEvalConfig,
-    KnowledgeTrainConfig,
     load_config,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-COMMAND_CONFIGS = {
-    "knowledge eval": KnowledgeEvalConfig,
-    "knowledge train": KnowledgeTrainConfig,
-    "knowledge continual": KnowledgeContinualConfig,
-    "knowledge cpt": KnowledgeCPTConfig,
-    "arc eval": ArcEvalConfig,
-    "arc train": ArcTrainConfig,
-}
+COMMAND_CONFIGS = {f"{c.group} {c.name}": c.config for c in COMMANDS}
 
 
 def recipe_class(path: Path):
@@ -245,6 +235,7 @@ SMALL = {
     "knowledge cpt": ["--passages", "2", *KNOWLEDGE_SMALL],
     "arc eval": ["--k", "1", *ARC_SMALL],
     "arc train": ["--k", "1", "--eval-k", "1", *ARC_SMALL],
+    "arc select": ["--candidates", "1", "--tries", "1", *ARC_SMALL],
 }
 
 
@@ -375,7 +366,6 @@ def test_kept_adapters_load_with_peft_and_reproduce_the_adapted_answers(tiny_dir
 
 
 def test_a_section_given_in_part_keeps_the_commands_defaults_for_the_rest(tmp_path):
-    from seal.config import ArcEvalConfig, ArcTrainConfig
 
     cfg = load_config(ArcTrainConfig, None, ["adapt.lora.rank=8", "train_data.tasks=2", "policy.lora.rank=4"])
     assert cfg.adapt.lora.rank == 8 and cfg.adapt.lora.alpha == 16 and cfg.adapt.batch_size == 2  # ARC settings kept
