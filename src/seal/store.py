@@ -3,18 +3,27 @@
 Records are JSON objects filed under (kind, key). Each batch of records is written in one
 transaction, so a run killed at any moment holds only whole batches; re-running the same
 command reads what is there and does only the rest.
+
+One command at a time writes a run directory: a writer holds an OS lock on `run.lock` (see
+`RunLock`), which the kernel drops when the process ends, however it ends; a second writer is
+one `RunLocked` whose message names the holder.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import shlex
 import shutil
+import socket
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -24,6 +33,7 @@ from seal.config import dump_config
 CONFIG_FILE = "config.yaml"
 STORE_FILE = "store.sqlite"
 RESULTS_FILE = "results.json"
+LOCK_FILE = "run.lock"
 
 
 def key(*parts: object) -> str:
@@ -44,56 +54,141 @@ def atomic_directory(directory: str | Path) -> Iterator[Path]:
     partial.rename(directory)
 
 
-class RunConfigMismatch(RuntimeError):
+class RunError(RuntimeError):
+    """A run directory that cannot be used as it is; the message says why and what to do."""
+
+
+class RunConfigMismatch(RunError):
     pass
 
 
-class RunStore:
-    """The run directory's config and record store. Use as a context manager (or call `close`)."""
+class RunLocked(RunError):
+    """Another command holds the run directory."""
 
-    def __init__(self, directory: str | Path, config: BaseModel):
+
+class RunLock:
+    """An exclusive `flock` on RUN/run.lock, which names its holder (pid, host, command line) for the
+    message a second command gets. The kernel drops the lock when the holder's process ends, killed
+    or not, so a stale lock file never blocks a run; only its contents outlive the process."""
+
+    def __init__(self, directory: Path):
+        self.path = directory / LOCK_FILE
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Hold the lock (again a no-op while held); `RunLocked` at once when another process holds it."""
+        if self._file is not None:
+            return
+        file = open(self.path, "a+")  # not truncated: until the lock is ours, the holder's line is read
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            file.close()
+            raise RunLocked(
+                f"{self.path.parent} is in use by {holder}; one command at a time writes a run directory: "
+                "wait for that one to end (or stop it), or use another --out directory"
+            ) from None
+        try:
+            file.truncate(0)
+            file.write(f"pid {os.getpid()} on {socket.gethostname()} ({shlex.join(sys.orig_argv)})\n")
+            file.flush()
+        except BaseException:
+            file.close()
+            raise
+        self._file = file
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.truncate(0)  # the holder's line goes with the lock
+            self._file.close()
+            self._file = None
+
+
+class RunStore:
+    """The run directory's config and record store. Use as a context manager (or call `close`).
+
+    A writer holds the run's lock from `__init__` to `close` (taken again by `__enter__` or a write
+    after `close`, until the next `close`); reading a closed store reopens it without the lock, so a
+    finished run's records stay readable from its experiment object. `read_only=True` takes no lock
+    and never writes (`config` may then be None: the run is read as it is)."""
+
+    def __init__(self, directory: str | Path, config: BaseModel | None, read_only: bool = False):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        self.lock = RunLock(self.dir)
+        self._db: sqlite3.Connection | None = None
+        if read_only and not (self.dir / STORE_FILE).exists():
+            raise FileNotFoundError(f"{self.dir} holds no run (no {STORE_FILE})")
+        if config is None and not read_only:
+            raise ValueError("a run's writer needs its config")
+        try:
+            if not read_only:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self.lock.acquire()
+            if config is not None:
+                self._check_config(config)
+            self.db  # noqa: B018 - open (or create) the store now, so a run directory always has one
+        except BaseException:
+            self.close()  # the lock goes with a store that cannot be used
+            raise
+
+    def _check_config(self, config: BaseModel) -> None:
         config_path = self.dir / CONFIG_FILE
         resolved = config.model_dump(mode="json")
-        if config_path.exists():
-            previous = yaml.safe_load(config_path.read_text())
-            try:
-                # A field added to the config since the run began reads as its default, so a run
-                # resumes across such an upgrade (a new field's default keeps the old behaviour).
-                previous = type(config).model_validate(previous).model_dump(mode="json")
-            except ValidationError:
-                pass  # compared as saved: the message below names what differs
-            if previous != resolved:
-                changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
-                raise RunConfigMismatch(
-                    f"{self.dir} holds a run with a different config (differs in: {', '.join(changed)}); "
-                    "use another --out directory to start a new run"
-                )
-        else:
-            dump_config(config, config_path)
-        self._db: sqlite3.Connection | None = None
-        self.db  # noqa: B018 - create the store now, so a run directory always has one
+        if not config_path.exists():
+            if not self.read_only:
+                dump_config(config, config_path)
+            return
+        previous = yaml.safe_load(config_path.read_text())
+        try:
+            # A field added to the config since the run began reads as its default, so a run
+            # resumes across such an upgrade (a new field's default keeps the old behaviour).
+            previous = type(config).model_validate(previous).model_dump(mode="json")
+        except ValidationError:
+            pass  # compared as saved: the message below names what differs
+        if previous != resolved:
+            changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
+            raise RunConfigMismatch(
+                f"{self.dir} holds a run with a different config (differs in: {', '.join(changed)}); "
+                "use another --out directory to start a new run"
+            )
 
     @property
     def db(self) -> sqlite3.Connection:
         """The SQLite connection, opened on first use and again after `close` (a finished run's records
         stay readable from its experiment object)."""
         if self._db is None:
-            self._db = sqlite3.connect(self.dir / STORE_FILE)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS records (kind TEXT, key TEXT, value TEXT, PRIMARY KEY (kind, key))"
-            )
-            self._db.commit()
+            self._db = self._open()
         return self._db
 
-    def put_many(self, kind: str, items: Iterable[tuple[str, Any]]) -> None:
+    def _open(self) -> sqlite3.Connection:
+        path = self.dir / STORE_FILE
+        if self.read_only:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        else:
+            db = sqlite3.connect(path)
+        if not self.read_only:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS records (kind TEXT, key TEXT, value TEXT, PRIMARY KEY (kind, key))")
+            db.commit()
+        return db
+
+    def _for_writing(self) -> None:
+        if self.read_only:
+            raise RuntimeError(f"{self.dir} was opened read-only")  # a bug, not user input
+        self.lock.acquire()
+
+    def _write(self, sql: str, rows: list[tuple]) -> None:
+        self._for_writing()
         with self.db:  # one transaction
-            self.db.executemany(
-                "INSERT OR REPLACE INTO records (kind, key, value) VALUES (?, ?, ?)",
-                [(kind, key, json.dumps(value)) for key, value in items],
-            )
+            self.db.executemany(sql, rows)
+
+    def put_many(self, kind: str, items: Iterable[tuple[str, Any]]) -> None:
+        """Record the items in one transaction: all of them, or (on any failure) none."""
+        rows = [(kind, key, json.dumps(value)) for key, value in items]
+        self._write("INSERT OR REPLACE INTO records (kind, key, value) VALUES (?, ?, ?)", rows)
 
     def put(self, kind: str, key: str, value: Any) -> None:
         self.put_many(kind, [(key, value)])
@@ -120,15 +215,20 @@ class RunStore:
 
     def write_results(self, results: dict) -> dict:
         """`results.json`: what the run's `run()` returns, beside its config."""
+        self._for_writing()
         (self.dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
         return results
 
     def close(self) -> None:
+        """Close the store and release the run's lock."""
         if self._db is not None:
             self._db.close()
             self._db = None
+        self.lock.release()
 
     def __enter__(self) -> RunStore:
+        if not self.read_only:
+            self.lock.acquire()
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,0 +1,105 @@
+"""One writer per run directory: the run lock, held from a store's opening to its close, released by the
+kernel when its holder dies; a second command is one clear error."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+import seal.experiments.knowledge_eval  # noqa: F401 - imported here, so a refused command is timed alone
+import test_cli
+import test_rest_em
+from seal.cli import app
+from seal.store import LOCK_FILE, RunLocked, RunStore
+from test_cli import tiny_eval_args
+from test_rest_em import ROOT, _recorded, _run_and_kill
+
+passages_file, train_and_eval_files = test_cli.passages_file, test_rest_em.train_and_eval_files  # their fixtures
+
+runner = CliRunner()
+
+
+class Tiny(BaseModel):
+    lr: float = 1e-3
+
+
+def one_line(output: str) -> str:
+    """The CLI's output with the console's wrapping undone."""
+    return " ".join(output.split())
+
+
+def holder(run: Path) -> str:
+    try:
+        return (run / LOCK_FILE).read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def eval_args(tiny_dir, data, out) -> list[str]:
+    return tiny_eval_args(tiny_dir, data, out, "--conditions", "base,passage,implications")
+
+
+# --- the run lock ------------------------------------------------------------------------------------------
+
+
+def test_a_writer_holds_the_lock_until_close_and_takes_it_again_to_write_after(tmp_path):
+    first = RunStore(tmp_path, Tiny())
+    with pytest.raises(RunLocked) as refused:
+        RunStore(tmp_path, Tiny())
+    message = str(refused.value)
+    assert message.startswith(f"{tmp_path} is in use by pid {os.getpid()} on {socket.gethostname()} (")
+    assert "use another --out directory" in message and "\n" not in message
+    with RunStore(tmp_path, None, read_only=True) as reader:
+        assert reader.all("answers") == {}  # a reader needs no lock
+    first.close()
+    assert holder(tmp_path) == ""  # the holder's line goes with the lock
+
+    second = RunStore(tmp_path, Tiny())
+    assert first.all("answers") == {}  # reading a closed store takes no lock
+    with pytest.raises(RunLocked):
+        first.put("answers", "a", 1)  # writing does
+    second.close()
+    first.put("answers", "a", 1)
+    with pytest.raises(RunLocked):
+        RunStore(tmp_path, Tiny())
+    first.close()
+    with RunStore(tmp_path, Tiny()) as third:
+        assert third.get("answers", "a") == 1
+
+
+def test_a_second_command_on_a_run_in_use_is_refused_at_once_and_the_first_finishes(tiny_dir, passages_file, tmp_path):
+    out = tmp_path / "run"
+    args = [*eval_args(tiny_dir, passages_file, out), "--set", "adapt.epochs=20"]  # still running when refused
+    first = subprocess.Popen([sys.executable, "-m", "seal", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, env=os.environ | {"HF_HUB_OFFLINE": "1"})  # fmt: skip
+    deadline = time.monotonic() + 120
+    while f"pid {first.pid} " not in holder(out):
+        assert first.poll() is None, first.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "the first command never took the lock"
+        time.sleep(0.01)
+    began = time.monotonic()
+    second = runner.invoke(app, args)
+    assert time.monotonic() - began < 1.0
+    assert second.exit_code == 2 and isinstance(second.exception, SystemExit)
+    assert f"is in use by pid {first.pid} on {socket.gethostname()} (" in one_line(second.output)
+    assert "knowledge eval" in one_line(second.output)  # the holder's command line
+    assert first.poll() is None, "the first command ended before the second was refused: make it slower"
+    assert first.wait(timeout=300) == 0, first.stderr.read().decode()[-2000:]
+    assert json.loads((out / "results.json").read_text())["n_passages"] == 2
+
+
+def test_a_lock_left_by_a_killed_command_does_not_block_the_next(tiny_dir, passages_file, tmp_path):
+    out = tmp_path / "run"
+    args = eval_args(tiny_dir, passages_file, out)
+    _run_and_kill(args, lambda: _recorded(out, "answers", "%") > 0)  # killed mid-run, holding the lock
+    assert holder(out)  # the killed holder's line is still there, its lock is not
+    resumed = runner.invoke(app, args)
+    assert resumed.exit_code == 0, resumed.output
+    assert holder(out) == ""
