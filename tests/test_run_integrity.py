@@ -1,5 +1,5 @@
-"""One writer per run directory: the run lock, held from a store's opening to its close, released by the
-kernel when its holder dies; a second command is one clear error."""
+"""One writer per run directory, and damaged files found: the run lock, a damaged store or config, each one
+clear error."""
 
 import json
 import os
@@ -17,7 +17,7 @@ import seal.experiments.knowledge_eval  # noqa: F401 - imported here, so a refus
 import test_cli
 import test_rest_em
 from seal.cli import app
-from seal.store import LOCK_FILE, RunLocked, RunStore
+from seal.store import LOCK_FILE, STORE_FILE, RunDamaged, RunLocked, RunStore
 from test_cli import tiny_eval_args
 from test_rest_em import ROOT, _recorded, _run_and_kill
 
@@ -103,3 +103,44 @@ def test_a_lock_left_by_a_killed_command_does_not_block_the_next(tiny_dir, passa
     resumed = runner.invoke(app, args)
     assert resumed.exit_code == 0, resumed.output
     assert holder(out) == ""
+
+
+# --- damaged files -----------------------------------------------------------------------------------------
+
+
+def cut_short(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_a_cut_short_store_is_one_clear_error(tiny_dir, passages_file, tmp_path):
+    out = tmp_path / "run"
+    args = tiny_eval_args(tiny_dir, passages_file, out, "--conditions", "base")
+    assert runner.invoke(app, args).exit_code == 0
+    cut_short(out / STORE_FILE)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and isinstance(again.exception, SystemExit)
+    assert "store.sqlite is damaged (database disk image is malformed); the run's records cannot be read" in (
+        one_line(again.output)
+    )
+    with pytest.raises(RunDamaged, match="restore the file from a backup") as damaged:
+        RunStore(out, None, read_only=True)
+    assert "\n" not in str(damaged.value)
+    (out / STORE_FILE).write_bytes(b"not a database" * 1000)
+    with pytest.raises(RunDamaged, match=r"is damaged \(file is not a database\)"):
+        RunStore(out, None, read_only=True)
+    assert holder(out) == ""  # the refused command released the lock
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [("model: {name: [tiny\n", "not valid YAML"), ("", "expected a mapping of config fields")],
+    ids=["not-yaml", "empty"],
+)
+def test_a_config_file_that_is_not_a_config_is_one_clear_error(tiny_dir, passages_file, tmp_path, text, problem):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text(text)
+    result = runner.invoke(app, eval_args(tiny_dir, passages_file, out))
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert f"config.yaml: {problem}" in one_line(result.output)
+    assert "repair it (it holds the run's config) or use another --out directory" in one_line(result.output)

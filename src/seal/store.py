@@ -5,8 +5,8 @@ transaction, so a run killed at any moment holds only whole batches; re-running 
 command reads what is there and does only the rest.
 
 One command at a time writes a run directory: a writer holds an OS lock on `run.lock` (see
-`RunLock`), which the kernel drops when the process ends, however it ends; a second writer is
-one `RunLocked` whose message names the holder.
+`RunLock`), which the kernel drops when the process ends, however it ends. A damaged store or
+config, or another writer, is one `RunError` whose message says what to do.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from seal.config import dump_config
+from seal.config import _parse_yaml, dump_config
 
 CONFIG_FILE = "config.yaml"
 STORE_FILE = "store.sqlite"
@@ -54,6 +53,18 @@ def atomic_directory(directory: str | Path) -> Iterator[Path]:
     partial.rename(directory)
 
 
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yields a scratch path to write; it replaces `path` only when the block ends without error."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        yield partial
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(path)
+
+
 class RunError(RuntimeError):
     """A run directory that cannot be used as it is; the message says why and what to do."""
 
@@ -64,6 +75,10 @@ class RunConfigMismatch(RunError):
 
 class RunLocked(RunError):
     """Another command holds the run directory."""
+
+
+class RunDamaged(RunError):
+    """A file of the run (its store, its config) cannot be read as written."""
 
 
 class RunLock:
@@ -139,9 +154,15 @@ class RunStore:
         resolved = config.model_dump(mode="json")
         if not config_path.exists():
             if not self.read_only:
-                dump_config(config, config_path)
+                with atomic_file(config_path) as partial:
+                    dump_config(config, partial)
             return
-        previous = yaml.safe_load(config_path.read_text())
+        try:
+            previous = _parse_yaml(config_path.read_text(), str(config_path))
+            if not isinstance(previous, dict):
+                raise ValueError(f"{config_path}: expected a mapping of config fields")
+        except ValueError as err:
+            raise RunDamaged(f"{err}; repair it (it holds the run's config) or use another --out directory") from None
         try:
             # A field added to the config since the run began reads as its default, so a run
             # resumes across such an upgrade (a new field's default keeps the old behaviour).
@@ -158,7 +179,7 @@ class RunStore:
     @property
     def db(self) -> sqlite3.Connection:
         """The SQLite connection, opened on first use and again after `close` (a finished run's records
-        stay readable from its experiment object)."""
+        stay readable from its experiment object); `RunDamaged` when SQLite cannot read the store whole."""
         if self._db is None:
             self._db = self._open()
         return self._db
@@ -169,10 +190,25 @@ class RunStore:
             db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         else:
             db = sqlite3.connect(path)
-        if not self.read_only:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS records (kind TEXT, key TEXT, value TEXT, PRIMARY KEY (kind, key))")
-            db.commit()
+        try:
+            # Every page read once (quick_check): a store cut short or overwritten is found here, not mid-run.
+            problems = [row for (row,) in db.execute("PRAGMA quick_check")]
+            if not self.read_only:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS records (kind TEXT, key TEXT, value TEXT, PRIMARY KEY (kind, key))"
+                )
+                db.commit()
+        except sqlite3.DatabaseError as err:
+            db.close()
+            problems = [str(err)]
+        if problems != ["ok"]:
+            db.close()
+            raise RunDamaged(
+                f"{path} is damaged ({' '.join(problems[0].split())}); the run's records cannot be read: restore the "
+                f"file from a backup (or salvage it with `sqlite3 {path} .recover`), or start again in another --out "
+                "directory"
+            )
         return db
 
     def _for_writing(self) -> None:
@@ -214,9 +250,10 @@ class RunStore:
             self.put("timing", key, (self.get("timing", key) or 0.0) + time.perf_counter() - began)
 
     def write_results(self, results: dict) -> dict:
-        """`results.json`: what the run's `run()` returns, beside its config."""
+        """`results.json`: what the run's `run()` returns, beside its config (written whole or not at all)."""
         self._for_writing()
-        (self.dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+        with atomic_file(self.dir / RESULTS_FILE) as partial:
+            partial.write_text(json.dumps(results, indent=2))
         return results
 
     def close(self) -> None:
