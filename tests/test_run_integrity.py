@@ -1,9 +1,11 @@
-"""One writer per run directory, and damaged files found: the run lock, a damaged store or config, each one
-clear error."""
+"""One writer per run directory, and damaged files found: the run lock, checked adapters, a damaged
+store or config, a full disk. Each failure is one clear error, or a rebuild to the undamaged run's records."""
 
 import json
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +21,8 @@ import test_rest_em
 from seal.cli import app
 from seal.store import LOCK_FILE, STORE_FILE, RunDamaged, RunLocked, RunStore
 from test_cli import tiny_eval_args
-from test_rest_em import ROOT, _recorded, _run_and_kill
+from test_continual import continual_args
+from test_rest_em import ROOT, _recorded, _records, _run_and_kill, _without_times, train_args
 
 passages_file, train_and_eval_files = test_cli.passages_file, test_rest_em.train_and_eval_files  # their fixtures
 
@@ -110,6 +113,54 @@ def test_a_lock_left_by_a_killed_command_does_not_block_the_next(tiny_dir, passa
 
 def cut_short(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_a_cut_short_policy_adapter_is_found_and_its_round_fine_tuned_again_to_the_same_records(
+    tiny_dir, train_and_eval_files, tmp_path, caplog
+):
+    out = tmp_path / "run"
+    args = train_args(tiny_dir, train_and_eval_files, out, "--rounds", "1")
+    assert runner.invoke(app, args).exit_code == 0
+    written, results = _records(out), _without_times(json.loads((out / "results.json").read_text()))
+    with RunStore(out, None, read_only=True) as store:
+        files = store.recorded_files("policy/round-1")
+    assert set(files) == {"README.md", "adapter_config.json", "adapter_model.safetensors"}
+    adapter = out / "policy" / "round-1" / "adapter_model.safetensors"
+    size = adapter.stat().st_size
+    cut_short(adapter)
+
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert f"{adapter} has {size // 2} bytes where {size} were written: this policy round is fine-tuned again" in (
+        caplog.text
+    )
+    assert adapter.stat().st_size == size
+    assert _records(out) == written
+    with RunStore(out, None, read_only=True) as store:
+        assert store.recorded_files("policy/round-1") == files  # the same adapter, to the byte
+    assert _without_times(json.loads((out / "results.json").read_text())) == results
+
+
+def test_a_damaged_continual_step_adapter_is_trained_again_from_its_plan(tiny_dir, passages3, tmp_path, caplog):
+    reference, damaged = tmp_path / "reference", tmp_path / "damaged"
+    assert runner.invoke(app, continual_args(tiny_dir, passages3, reference, "--mitigations", "none")).exit_code == 0
+    shutil.copytree(reference, damaged)
+    db = sqlite3.connect(damaged / STORE_FILE)
+    with db:  # the arm's last step not answered yet, as in a run stopped there
+        db.execute("DELETE FROM records WHERE kind = 'answers' AND key LIKE 's0/none/t2/%'")
+    db.close()
+    step = damaged / "continual" / "s0" / "none" / "step-0" / "adapter_model.safetensors"
+    step.write_bytes(b"\0" + step.read_bytes()[1:])
+
+    resumed = runner.invoke(app, continual_args(tiny_dir, passages3, damaged, "--mitigations", "none"))
+    assert resumed.exit_code == 0, resumed.output
+    assert f"{step} differs from what was written (sha256): this step is trained again from its saved plan" in (
+        caplog.text
+    )
+    assert _records(damaged) == _records(reference)
+    with RunStore(damaged, None, read_only=True) as store, RunStore(reference, None, read_only=True) as written:
+        assert store.recorded_files("continual/s0/none/step-0") == written.recorded_files("continual/s0/none/step-0")
+    assert json.loads((damaged / "results.json").read_text()) == json.loads((reference / "results.json").read_text())
 
 
 def test_a_cut_short_store_is_one_clear_error(tiny_dir, passages_file, tmp_path):

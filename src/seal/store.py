@@ -5,13 +5,16 @@ transaction, so a run killed at any moment holds only whole batches; re-running 
 command reads what is there and does only the rest.
 
 One command at a time writes a run directory: a writer holds an OS lock on `run.lock` (see
-`RunLock`), which the kernel drops when the process ends, however it ends. A damaged store or
-config, or another writer, is one `RunError` whose message says what to do.
+`RunLock`), which the kernel drops when the process ends, however it ends. Directories the run
+reads back later (adapters) are recorded with each file's size and sha256 once whole, so a
+resumed run tells a damaged one from a good one (`RunStore.damage`). A damaged store or config,
+or another writer, is one `RunError` whose message says what to do.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shlex
@@ -78,7 +81,7 @@ class RunLocked(RunError):
 
 
 class RunDamaged(RunError):
-    """A file of the run (its store, its config) cannot be read as written."""
+    """A file of the run (its store, its config, a checked directory) cannot be read as written."""
 
 
 class RunLock:
@@ -119,6 +122,14 @@ class RunLock:
             self._file.truncate(0)  # the holder's line goes with the lock
             self._file.close()
             self._file = None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class RunStore:
@@ -198,6 +209,9 @@ class RunStore:
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS records (kind TEXT, key TEXT, value TEXT, PRIMARY KEY (kind, key))"
                 )
+                # Apart from the records: a file's bytes may differ between equal runs (peft writes a set
+                # in hash order), the records may not.
+                db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, files TEXT)")
                 db.commit()
         except sqlite3.DatabaseError as err:
             db.close()
@@ -229,6 +243,10 @@ class RunStore:
     def put(self, kind: str, key: str, value: Any) -> None:
         self.put_many(kind, [(key, value)])
 
+    def delete(self, kind: str, key: str) -> None:
+        """Forget a record (something to do again)."""
+        self._write("DELETE FROM records WHERE kind = ? AND key = ?", [(kind, key)])
+
     def get(self, kind: str, key: str) -> Any | None:
         row = self.db.execute("SELECT value FROM records WHERE kind = ? AND key = ?", (kind, key)).fetchone()
         return None if row is None else json.loads(row[0])
@@ -239,6 +257,45 @@ class RunStore:
 
     def keys(self, kind: str) -> set[str]:
         return {k for (k,) in self.db.execute("SELECT key FROM records WHERE kind = ?", (kind,))}
+
+    @contextmanager
+    def checked_directory(self, relative: str) -> Iterator[Path]:
+        """`atomic_directory` for RUN/relative, then `record_files(relative)`: a directory the run reads back."""
+        self._for_writing()
+        with atomic_directory(self.dir / relative) as partial:
+            yield partial
+        self.record_files(relative)
+
+    def record_files(self, relative: str) -> None:
+        """Record the size and sha256 of each file under RUN/relative (`recorded_files`), so a later run can
+        check the directory (`damage`) before it reads it back."""
+        directory = self.dir / relative
+        sums = {
+            str(f.relative_to(directory)): {"size": f.stat().st_size, "sha256": _sha256(f)}
+            for f in sorted(directory.rglob("*"))
+            if f.is_file()
+        }
+        self._write("INSERT OR REPLACE INTO files (path, files) VALUES (?, ?)", [(relative, json.dumps(sums))])
+
+    def recorded_files(self, relative: str) -> dict[str, dict] | None:
+        """Each file of RUN/relative as `checked_directory` wrote it: name -> {size, sha256}; None if not recorded."""
+        row = self.db.execute("SELECT files FROM files WHERE path = ?", (relative,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def damage(self, relative: str) -> str | None:
+        """What is wrong with RUN/relative against its recorded files (one missing, cut short or changed),
+        or None when it is as written; also None when nothing was recorded for it (a run from before
+        files were recorded)."""
+        recorded = self.recorded_files(relative)
+        for name, written in (recorded or {}).items():
+            path = self.dir / relative / name
+            if not path.is_file():
+                return f"{path} is missing"
+            if path.stat().st_size != written["size"]:
+                return f"{path} has {path.stat().st_size} bytes where {written['size']} were written"
+            if _sha256(path) != written["sha256"]:
+                return f"{path} differs from what was written (sha256)"
+        return None
 
     @contextmanager
     def timed(self, key: str) -> Iterator[None]:
