@@ -1,6 +1,7 @@
 """One writer per run directory, and damaged files found: the run lock, checked adapters, a damaged
 store or config, a full disk. Each failure is one clear error, or a rebuild to the undamaged run's records."""
 
+import errno
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import seal.experiments.knowledge_eval  # noqa: F401 - imported here, so a refus
 import test_cli
 import test_rest_em
 from seal.cli import app
-from seal.store import LOCK_FILE, STORE_FILE, RunDamaged, RunLocked, RunStore
+from seal.store import LOCK_FILE, STORE_FILE, RunDamaged, RunLocked, RunOutOfSpace, RunStore
 from test_cli import tiny_eval_args
 from test_continual import continual_args
 from test_rest_em import ROOT, _recorded, _records, _run_and_kill, _without_times, train_args
@@ -195,3 +196,56 @@ def test_a_config_file_that_is_not_a_config_is_one_clear_error(tiny_dir, passage
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
     assert f"config.yaml: {problem}" in one_line(result.output)
     assert "repair it (it holds the run's config) or use another --out directory" in one_line(result.output)
+
+
+# --- a full disk -------------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_mid_batch_keeps_whole_batches_and_the_run_resumes_to_the_same_records(
+    tiny_dir, passages_file, tmp_path, monkeypatch
+):
+    reference, full = tmp_path / "reference", tmp_path / "full"
+    assert runner.invoke(app, eval_args(tiny_dir, passages_file, reference)).exit_code == 0
+    batches: list[list[str]] = []  # the keys of each batch of answers written
+
+    class FillsUp(sqlite3.Connection):
+        """The disk fills up on the second batch of answers, after the batch's first row is written."""
+
+        def executemany(self, sql, rows):
+            rows = list(rows)
+            if rows[0][0] == "answers":
+                batches.append([key for _, key, _ in rows])
+                if len(batches) == 2:
+                    super().executemany(sql, rows[:1])
+                    raise sqlite3.OperationalError("database or disk is full")
+            return super().executemany(sql, rows)
+
+    real_connect = sqlite3.connect
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite3, "connect", lambda *args, **kwargs: real_connect(*args, factory=FillsUp, **kwargs))
+        stopped = runner.invoke(app, eval_args(tiny_dir, passages_file, full))
+    assert stopped.exit_code == 2 and len(batches) == 2 and len(batches[1]) > 1
+    assert (
+        f"no space left on the device writing {full / STORE_FILE}; the run keeps everything it finished before this "
+        "write: free some space and re-run the same command to resume"
+    ) in one_line(stopped.output)
+    kept = {key for kind, key in _records(full) if kind == "answers"}
+    assert kept == set(batches[0])  # the batch before whole, nothing of the failed one
+
+    resumed = runner.invoke(app, eval_args(tiny_dir, passages_file, full))
+    assert resumed.exit_code == 0, resumed.output
+    assert _records(full) == _records(reference)
+
+
+def test_a_full_disk_writing_an_adapter_leaves_no_partial_directory_and_one_clear_error(tmp_path):
+    with pytest.raises(RunOutOfSpace) as full:
+        with RunStore(tmp_path, Tiny()) as store:
+            with store.checked_directory("policy/round-1") as partial:
+                partial.mkdir()
+                (partial / "adapter_config.json").write_text("{}")
+                raise OSError(errno.ENOSPC, "No space left on device", str(partial / "adapter_model.safetensors"))
+    assert str(full.value) == (
+        f"no space left on the device writing {tmp_path}/policy/round-1.partial/adapter_model.safetensors; "
+        "the run keeps everything it finished before this write: free some space and re-run the same command to resume"
+    )
+    assert list((tmp_path / "policy").iterdir()) == [] and store.recorded_files("policy/round-1") is None

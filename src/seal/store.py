@@ -8,11 +8,12 @@ One command at a time writes a run directory: a writer holds an OS lock on `run.
 `RunLock`), which the kernel drops when the process ends, however it ends. Directories the run
 reads back later (adapters) are recorded with each file's size and sha256 once whole, so a
 resumed run tells a damaged one from a good one (`RunStore.damage`). A damaged store or config,
-or another writer, is one `RunError` whose message says what to do.
+another writer, or a disk that is full is one `RunError` whose message says what to do.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -46,13 +47,18 @@ def key(*parts: object) -> str:
 @contextmanager
 def atomic_directory(directory: str | Path) -> Iterator[Path]:
     """Yields a scratch path to fill; renamed to `directory` only when the block ends without error,
-    so a directory under its final name is always whole (a checkpoint killed mid-write is never used)."""
+    so a directory under its final name is always whole (a checkpoint killed mid-write is never used).
+    The scratch path is removed when the block fails, so a full disk gets its space back."""
     directory = Path(directory)
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(directory, ignore_errors=True)
     partial.parent.mkdir(parents=True, exist_ok=True)
-    yield partial
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     partial.rename(directory)
 
 
@@ -82,6 +88,36 @@ class RunLocked(RunError):
 
 class RunDamaged(RunError):
     """A file of the run (its store, its config, a checked directory) cannot be read as written."""
+
+
+class RunOutOfSpace(RunError):
+    """A write failed for lack of space; the store is at its last whole transaction."""
+
+
+def out_of_space(err: BaseException, directory: Path) -> RunOutOfSpace | None:
+    """The one clear error for a write that failed for lack of space, or None when `err` is another failure."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = err.filename or directory
+    elif isinstance(err, sqlite3.OperationalError) and "database or disk is full" in str(err):
+        what = directory / STORE_FILE
+    else:
+        return None
+    return RunOutOfSpace(
+        f"no space left on the device writing {what}; the run keeps everything it finished before this write: "
+        "free some space and re-run the same command to resume"
+    )
+
+
+@contextmanager
+def reporting_out_of_space(directory: Path) -> Iterator[None]:
+    """A write in the block that fails for lack of space leaves it as one `RunOutOfSpace`."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as err:
+        full = out_of_space(err, directory)
+        if full is None:
+            raise
+        raise full from err
 
 
 class RunLock:
@@ -150,12 +186,13 @@ class RunStore:
         if config is None and not read_only:
             raise ValueError("a run's writer needs its config")
         try:
-            if not read_only:
-                self.dir.mkdir(parents=True, exist_ok=True)
-                self.lock.acquire()
-            if config is not None:
-                self._check_config(config)
-            self.db  # noqa: B018 - open (or create) the store now, so a run directory always has one
+            with reporting_out_of_space(self.dir):
+                if not read_only:
+                    self.dir.mkdir(parents=True, exist_ok=True)
+                    self.lock.acquire()
+                if config is not None:
+                    self._check_config(config)
+                self.db  # noqa: B018 - open (or create) the store now, so a run directory always has one
         except BaseException:
             self.close()  # the lock goes with a store that cannot be used
             raise
@@ -215,6 +252,8 @@ class RunStore:
                 db.commit()
         except sqlite3.DatabaseError as err:
             db.close()
+            if out_of_space(err, self.dir):
+                raise
             problems = [str(err)]
         if problems != ["ok"]:
             db.close()
@@ -232,7 +271,7 @@ class RunStore:
 
     def _write(self, sql: str, rows: list[tuple]) -> None:
         self._for_writing()
-        with self.db:  # one transaction
+        with reporting_out_of_space(self.dir), self.db:  # one transaction
             self.db.executemany(sql, rows)
 
     def put_many(self, kind: str, items: Iterable[tuple[str, Any]]) -> None:
@@ -325,5 +364,9 @@ class RunStore:
             self.lock.acquire()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Close; a write in the block that failed for lack of space leaves as one `RunOutOfSpace`."""
         self.close()
+        full = None if exc is None else out_of_space(exc, self.dir)
+        if full is not None:
+            raise full from exc
