@@ -38,9 +38,9 @@ from seal.errors import DataError
 from seal.grading import answer_grader_names, describe, grader_names
 from seal.grading.judge import JudgeError
 from seal.models import ModelLoadError
-from seal.store import RunConfigMismatch
+from seal.store import RunError
 
-USER_ERRORS = (DataError, ModelLoadError, RunConfigMismatch, ValueError, FileNotFoundError)
+USER_ERRORS = (DataError, ModelLoadError, RunError, ValueError, FileNotFoundError)
 MID_RUN_ERRORS = (JudgeError, ExecutorFailed)  # the endpoint stayed down, the workers kept dying: resumable
 
 console = Console()

@@ -12,8 +12,10 @@ worker hand back the adapter's files and keep its model as it was.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
+import shutil
 import tempfile
 import time
 import warnings
@@ -29,7 +31,7 @@ from transformers import get_scheduler
 from seal.config import ModelConfig, PolicyConfig
 from seal.engine.adapters import AdapterBank
 from seal.models import LoadedModel, load_from
-from seal.store import RunStore, atomic_directory
+from seal.store import RunStore
 
 POLICY_DIR = "policy"
 
@@ -197,6 +199,20 @@ class PolicyOnDemand:
         self.lm: LoadedModel | None = None
         self.applied = 0  # rounds merged into self.lm
         self.wanted = 0
+        self._forget_damaged_rounds()
+
+    def _forget_damaged_rounds(self) -> None:
+        """A recorded round whose adapter is not as written (cut short, changed, missing) is forgotten,
+        record and adapter, so the run fine-tunes it again from its recorded self-edits, as it first did
+        (to the same adapter where training is deterministic: on CPU, or the same GPU and libraries)."""
+        for round_key, record in self.store.all("policy").items():
+            damage = record["adapter"] is not None and self.store.damage(record["adapter"])
+            if damage:
+                logging.getLogger(__name__).warning(
+                    "%s: this policy round is fine-tuned again from its recorded self-edits", damage
+                )
+                self.store.delete("policy", round_key)
+                shutil.rmtree(self.store.dir / record["adapter"], ignore_errors=True)
 
     def use(self, policy_round: int) -> None:
         """Model work from now on runs with the policy of `policy_round` (0: the model as loaded);
@@ -240,11 +256,12 @@ class PolicyOnDemand:
         if examples:
             began = time.perf_counter()
             ((_, (files, losses)),) = executor.map(sft_adapter_files, [examples], cfg, seed)
-            with atomic_directory(self.store.dir / POLICY_DIR / f"round-{r}") as partial:
+            adapter = f"{POLICY_DIR}/round-{r}"
+            with self.store.checked_directory(adapter) as partial:
                 partial.mkdir()
                 for name, content in files.items():
                     (partial / name).write_bytes(content)
-            record |= {"adapter": f"{POLICY_DIR}/round-{r}", "losses": losses, "seconds": time.perf_counter() - began}
+            record |= {"adapter": adapter, "losses": losses, "seconds": time.perf_counter() - began}
         self.store.put("policy", policy_key(r), record)
         self.use(r)  # merged from the saved adapter when the model is next needed, as on a resume
 

@@ -15,6 +15,7 @@ file, so a resumed run rebuilds the model of step t exactly without training it 
 
 from __future__ import annotations
 
+import logging
 import random
 import statistics
 from pathlib import Path
@@ -34,7 +35,7 @@ from seal.experiments.steps import Experiment, mean, stable_seed
 from seal.grading import check_metric
 from seal.models import ModelOnDemand
 from seal.stats import bootstrap_ci
-from seal.store import RunStore, atomic_directory, key
+from seal.store import RunStore, key
 
 SELF_EDITS = "self-edits"  # the phase of the self-edits, written once by the initial model
 BEFORE = "before"  # the phase of the initial model's answers
@@ -111,7 +112,10 @@ class KnowledgeContinual(Experiment):
         for t in range(len(passages)):
             step_key = step_phase(s, arm, t)
             record = self.store.get("steps", step_key)
-            if record is None:
+            damage = record is not None and self.store.damage(record["adapter"])
+            if damage:
+                logging.getLogger(__name__).warning("%s: this step is trained again from its saved plan", damage)
+            if record is None or damage:
                 if self.cfg.self_edits_by == "current":  # the model as merged so far writes this step's self-edit
                     self.steps.sample(self.self_edit_phase(s, arm, t), [passages[t]], self.cfg.variant, self.sampling)
                 bank = AdapterBank.attach(lm.model, self.cfg.adapt.lora, 1)
@@ -119,10 +123,10 @@ class KnowledgeContinual(Experiment):
                 stats = train_adapters(
                     lm, bank, [TrainJob(self.documents(s, arm, t), stable_seed(self.cfg.seed, s, t))], self.cfg.adapt
                 )
-                directory = self.store.dir / "continual" / f"s{s}" / arm / f"step-{t}"
-                with atomic_directory(directory) as partial:
+                adapter = f"continual/s{s}/{arm}/step-{t}"
+                with self.store.checked_directory(adapter) as partial:
                     bank.save(0, partial, base_model=lm.name)
-                record = {"adapter": str(directory.relative_to(self.store.dir)), "losses": stats.first_last(0),
+                record = {"adapter": adapter, "losses": stats.first_last(0),
                           "documents": len(self.documents(s, arm, t))}  # fmt: skip
                 self.store.put("steps", step_key, record)
             policy.apply_adapter(lm, self.store.dir / record["adapter"])
