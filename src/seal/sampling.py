@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from seal.adapters import AdapterBank
 from seal.models import LoadedModel
+
+if TYPE_CHECKING:
+    from seal.structured import Constraint
 
 Progress = Callable[[int], None]  # called with the number of items just finished
 
@@ -72,8 +76,12 @@ def generate(
     bank: AdapterBank | None = None,
     slots: list[int] | None = None,
     progress: Progress | None = None,
+    constraint: Constraint | None = None,
 ) -> list[str]:
-    """Continue each (already formatted) prompt; greedy when temperature is 0. Rows keep their own slot."""
+    """Continue each (already formatted) prompt; greedy when temperature is 0. Rows keep their own slot.
+
+    With a `constraint` (seal.structured) every row's text is in its language, each row with
+    its own grammar state; max_new_tokens must leave room for a complete text."""
     tok = lm.tokenizer
     encoded = [tok(p, add_special_tokens=False).input_ids for p in prompts]
     outputs: list[str] = [""] * len(prompts)
@@ -92,6 +100,7 @@ def generate(
                 top_p=top_p if sample else None,
                 top_k=None,
                 stopping_criteria=stopping,
+                logits_processor=LogitsProcessorList([constraint.logits_processor()] if constraint else []),
                 pad_token_id=tok.pad_token_id,
             )
         texts = tok.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
