@@ -149,6 +149,8 @@ def test_the_parser_accepts_nested_flat_and_wrapped_configs():
             "true or false",
         ),
         ('{"data_generation": {"use_basic', "no JSON object"),  # cut off mid-way, as a sampler at its token limit
+        ('{"training": "strategy"}', "must be JSON objects"),  # the embedded model wrote such things
+        ('{"data_generation": true}', "must be JSON objects"),
     ],
 )
 def test_the_parser_rejects_bad_self_edits_with_a_reason(text, reason):
@@ -328,7 +330,7 @@ def test_unparsable_self_edits_are_sampled_again_until_they_parse_and_repeats_ar
     valid = [plan_json(("basic",), "output", 1e-3, 1), plan_json(("size",), "all", 1e-3, 2)]
     calls = []
 
-    def scripted(lm, item, sampling, seed, prefix):
+    def scripted(lm, item, sampling, seed, prefix, grammar=None):
         calls.append(prefix)
         _, batch = item
         attempt = 0 if "#" not in prefix else int(prefix.rsplit("#", 1)[1])
@@ -383,3 +385,16 @@ def test_task_selection_keeps_the_tasks_the_oracle_solves_and_splits_them_into_f
     tasks = load_tasks(files["challenges"], files["solutions"])
     assert [t.id for t in tasks] == results["kept"] and tasks[0].test[0].output is not None
     assert all(max(len(g), len(g[0])) <= 5 for p in tasks[0].train for g in (p.input, p.output))
+
+
+def test_constrained_self_edits_of_the_tiny_model_all_parse_in_a_run(tiny_dir, tmp_path):
+    """Unconstrained, the tiny random model writes no valid configuration; constrained, every self-edit
+    of the run parses and is trained on."""
+    out = tmp_path / "run"
+    args = ["arc", "eval", "--model", str(tiny_dir), "--k", "3", "--conditions", "self-edit", "--out", str(out),
+            "--set", "data.ids=[59341089]", "--set", "self_edit.constrained=true",
+            "--set", "sampling.max_new_tokens=128", "--set", "ttt.max_epochs=2", *TINY]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    condition = json.loads((out / "results.json").read_text())["conditions"]["self-edit"]
+    assert condition["pairs"] == 3 and condition["invalid"] == 0

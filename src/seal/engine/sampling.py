@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from seal.engine.adapters import AdapterBank
 from seal.models import LoadedModel
+
+if TYPE_CHECKING:
+    from seal.structured import Constraint
 
 Progress = Callable[[int], None]  # called with the number of items just finished
 
@@ -72,18 +76,21 @@ def generate(
     bank: AdapterBank | None = None,
     slots: list[int] | None = None,
     progress: Progress | None = None,
+    constraint: Constraint | None = None,
 ) -> list[str]:
     """Continue each prompt, in batches of similar length.
 
     Args:
         lm: the model.
         prompts: already formatted for the model (see `LoadedModel.format_prompt`).
-        max_new_tokens: the most tokens each continuation may have.
+        max_new_tokens: the most tokens each continuation may have (with a constraint, room for a whole text).
         temperature, top_p: sampling; greedy decoding when the temperature is 0.
         batch_size: prompts per `generate` call.
         stop_at_newline: end a continuation at its first line break (and keep only the first line).
         bank, slots: prompt i is continued by the adapter in `slots[i]` of `bank`.
         progress: called with the number of prompts just continued.
+        constraint: every continuation is a text of its language (`seal.engine.structured`), each row with
+            its own grammar state.
     Returns:
         the continuations, stripped, in the order of `prompts`.
     """
@@ -105,6 +112,7 @@ def generate(
                 top_p=top_p if sample else None,
                 top_k=None,
                 stopping_criteria=stopping,
+                logits_processor=LogitsProcessorList([constraint.logits_processor()] if constraint else []),
                 pad_token_id=tok.pad_token_id,
             )
         texts = tok.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)

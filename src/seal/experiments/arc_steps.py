@@ -16,12 +16,14 @@ from seal.cluster import Executor
 from seal.config import ArcDataConfig, ArcRunConfig
 from seal.domains.arc import ttt
 from seal.domains.arc.format import tokens_per_grid
+from seal.domains.arc.grammar import arc_self_edit_regex
 from seal.domains.arc.grids import Task, load_tasks
 from seal.domains.arc.selfedit import ArcPlan, parse_self_edit, self_edit_prompt
 from seal.engine.adapters import AdapterBank
 from seal.engine.loop import job_batches, train_and_score
 from seal.engine.sampling import generate
 from seal.engine.scoring import regroup
+from seal.engine.structured import Constraint, regex_constraint
 from seal.engine.training import TrainJob
 from seal.errors import DataError
 from seal.experiments.steps import (
@@ -40,6 +42,11 @@ from seal.stats import bootstrap_ci, paired_difference
 from seal.store import RunStore, key
 
 ARC_HINT = "On a laptop: configs/cpu-arc.yaml (minutes), or configs/cpu-tables-arc.yaml (the measured table)."
+
+
+def arc_self_edit_constraint(tokenizer, max_lr: float = 1e-2, max_epochs: int = 10) -> Constraint:
+    """ARC self-edits that `parse_self_edit(text, max_lr, max_epochs)` accepts, in a bounded number of tokens."""
+    return regex_constraint(tokenizer, arc_self_edit_regex(max_lr, max_epochs))
 
 
 def record_key(phase: str, task: Task, index: int = 0) -> str:
@@ -147,31 +154,29 @@ class ArcSteps:
         self.store, self.executor, self.cfg, self.console = store, executor, cfg, console
 
     def sample(self, prefix: str, tasks: list[Task], k: int) -> None:
-        """k self-edits per task; those that do not parse (or, with `self_edit.unique`, repeat an earlier one
-        for the task) sampled again up to `self_edit.resample_invalid` times."""
+        """k self-edits per task (constrained to the self-edit's language with `self_edit.constrained`); those
+        that do not parse (or, with `self_edit.unique`, repeat an earlier one for the task) sampled again up to
+        `self_edit.resample_invalid` times."""
         cfg, t_cfg = self.cfg, self.cfg.ttt
+        grammar = arc_self_edit_regex(t_cfg.max_lr, t_cfg.max_epochs) if cfg.self_edit.constrained else None
         wanted = [(key(t.key, i), self_edit_prompt(t, t_cfg.style)) for t in tasks for i in range(k)]
-        sample_self_edits(self.store, self.executor, prefix, wanted, cfg.sampling, cfg.seed, self.console)
+        sample_self_edits(self.store, self.executor, prefix, wanted, cfg.sampling, cfg.seed, self.console, grammar)
+
+        def parsed(text: str) -> ArcPlan:
+            return parse_self_edit(text, max_lr=t_cfg.max_lr, max_epochs=t_cfg.max_epochs)
 
         def acceptable(within: str, sampled: dict[str, dict]) -> bool:
             task_key, index = within.rsplit("/", 1)
-            plan = parse_self_edit(
-                sampled[key(prefix, within)]["text"], max_lr=t_cfg.max_lr, max_epochs=t_cfg.max_epochs
-            )
+            plan = parsed(sampled[key(prefix, within)]["text"])
             if not plan.valid:
                 return False
-            earlier = [
-                parse_self_edit(
-                    sampled[key(prefix, task_key, i)]["text"], max_lr=t_cfg.max_lr, max_epochs=t_cfg.max_epochs
-                )
-                for i in range(int(index))
-            ]
+            earlier = [parsed(sampled[key(prefix, task_key, i)]["text"]) for i in range(int(index))]
             return not (cfg.self_edit.unique and any(p.valid and p.settings == plan.settings for p in earlier))
 
-        attempts = cfg.self_edit.resample_invalid
         resample_self_edits(
-            self.store, self.executor, prefix, wanted, cfg.sampling, cfg.seed, self.console, acceptable, attempts
-        )
+            self.store, self.executor, prefix, wanted, cfg.sampling, cfg.seed, self.console, acceptable,
+            cfg.self_edit.resample_invalid, grammar,
+        )  # fmt: skip
 
     def in_context(self, prefix: str, tasks: list[Task]) -> None:
         todo = [t for t in tasks if self.store.get("answers", record_key(prefix, t)) is None]

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from seal.cluster import Executor
 from seal.config import AdaptConfig, ModelConfig, SamplingConfig
 from seal.engine.sampling import generate
+from seal.engine.structured import regex_constraint
 from seal.engine.training import reporting, tokenize_documents
 from seal.models import LoadedModel, model_parameters
 from seal.store import RunStore, key
@@ -123,6 +124,7 @@ def sample_self_edits(
     sampling: SamplingConfig,
     seed: int,
     console: Console,
+    grammar: str | None = None,
 ) -> None:
     """A completion of each (key, prompt) filed as self-edit `{prefix}/{key}` with its prompt.
 
@@ -137,6 +139,7 @@ def sample_self_edits(
         sampling: temperature, top_p, new tokens, prompts per batch.
         seed: the run's seed.
         console: where the progress bar is drawn.
+        grammar: a regex every self-edit must match (constrained sampling), or None.
     """
     batches = [wanted[s : s + sampling.batch_size] for s in range(0, len(wanted), sampling.batch_size)]
     done = store.keys("self_edits")
@@ -145,7 +148,7 @@ def sample_self_edits(
         return
     with progress_bar(console) as progress:
         task = progress.add_task(f"{prefix}: writing self-edits", total=sum(len(b) for _, b in todo))
-        for (_, batch), texts in executor.map(sample_work, todo, sampling, seed, prefix):
+        for (_, batch), texts in executor.map(sample_work, todo, sampling, seed, prefix, grammar):
             store.put_many(
                 "self_edits", [(key(prefix, k), {"prompt": x, "text": t}) for (k, x), t in zip(batch, texts)]
             )
@@ -162,6 +165,7 @@ def resample_self_edits(
     console: Console,
     acceptable: Callable[[str, dict[str, dict]], bool],
     attempts: int,
+    grammar: str | None = None,
 ) -> None:
     """Sample again, up to `attempts` times, the self-edits of `wanted` (already sampled) that
     `acceptable(key, self_edits)` refuses (one that does not parse, one that repeats an earlier one).
@@ -192,7 +196,7 @@ def resample_self_edits(
                 f"{prefix}: sampling {len(redo)} self-edits again (attempt {attempt})",
                 total=sum(len(b) for _, b in todo),
             )
-            for (_, batch), texts in executor.map(sample_work, todo, sampling, seed, f"{prefix}#{attempt}"):
+            for (_, batch), texts in executor.map(sample_work, todo, sampling, seed, f"{prefix}#{attempt}", grammar):
                 store.put_many(
                     "self_edits",
                     [(key(prefix, k), {"prompt": x, "text": t, "attempt": attempt}) for (k, x), t in zip(batch, texts)],
@@ -201,9 +205,15 @@ def resample_self_edits(
 
 
 def sample_work(
-    lm: LoadedModel, item: tuple[int, list[tuple[str, str]]], sampling: SamplingConfig, seed: int, prefix: str
+    lm: LoadedModel,
+    item: tuple[int, list[tuple[str, str]]],
+    sampling: SamplingConfig,
+    seed: int,
+    prefix: str,
+    grammar: str | None = None,
 ):
-    """Completions of one batch of prompts, seeded by the batch's index (the same wherever it runs)."""
+    """Completions of one batch of prompts, seeded by the batch's index (the same wherever it runs); with a
+    grammar (a regex), constrained to it (compiled where the work runs: a constraint holds its tokenizer)."""
     b, batch = item
     torch.manual_seed(stable_seed(seed, prefix, b))
     return generate(
@@ -213,4 +223,5 @@ def sample_work(
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         batch_size=sampling.batch_size,
+        constraint=None if grammar is None else regex_constraint(lm.tokenizer, grammar),
     )

@@ -83,7 +83,10 @@ def parse_self_edit(text: str, max_lr: float = 1e-2, max_epochs: int = 10) -> Ar
     data = first_json_object(text)
     if data is None:
         return invalid("no JSON object in the self-edit")
-    flat = {**data, **(data.get("data_generation") or {}), **(data.get("training") or {})}
+    sections = [data.get(name) or {} for name in ("data_generation", "training")]
+    if not all(isinstance(section, dict) for section in sections):
+        return invalid("data_generation and training must be JSON objects")
+    flat = {**data, **sections[0], **sections[1]}
     missing = [k for k in (*SWITCHES, *SETTINGS) if k not in flat]
     if missing:
         return invalid(f"missing key(s): {', '.join(missing)}")
