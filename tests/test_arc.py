@@ -347,7 +347,7 @@ def test_unparsable_self_edits_are_sampled_again_until_they_parse_and_repeats_ar
     from seal.config import ArcEvalConfig, load_config
     from seal.store import RunStore
 
-    store = RunStore(out, load_config(ArcEvalConfig, out / "config.yaml"))
+    store = RunStore(out, load_config(ArcEvalConfig, out / "config.yaml"), read_only=True)
     edits = store.all("self_edits")
     texts = [edits[f"self-edit/59341089/{i}"]["text"] for i in range(2)]
     assert texts == valid  # the first took attempt 1; the second repeated it and took attempt 2

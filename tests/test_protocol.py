@@ -115,7 +115,7 @@ def train_run(tiny_dir, files, out, *sets):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     cfg = load_config(KnowledgeTrainConfig, None, flags)
-    return json.loads((out / "results.json").read_text()), RunStore(out, cfg)
+    return json.loads((out / "results.json").read_text()), RunStore(out, cfg, read_only=True)
 
 
 def trained_passages(store: RunStore, r: int) -> set[str]:
