@@ -392,8 +392,9 @@ def test_constrained_self_edits_of_the_tiny_model_all_parse_in_a_run(tiny_dir, t
     of the run parses and is trained on."""
     out = tmp_path / "run"
     args = ["arc", "eval", "--model", str(tiny_dir), "--k", "3", "--conditions", "self-edit", "--out", str(out),
-            "--set", "data.ids=[59341089]", "--set", "self_edit.constrained=true",
-            "--set", "sampling.max_new_tokens=128", "--set", "ttt.max_epochs=2", *TINY]  # fmt: skip
+            "--set", "data.ids=[59341089]", "--set", "self_edit.constrained=true", *TINY,
+            "--set", "sampling.max_new_tokens=400", "--set", "ttt.max_epochs=2"]  # fmt: skip
+    # after TINY, so they win: in the tiny tokenizer's short tokens a whole configuration is ~250 tokens
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     condition = json.loads((out / "results.json").read_text())["conditions"]["self-edit"]

@@ -13,7 +13,7 @@ from seal.engine.adapters import AdapterBank
 from seal.models import LoadedModel
 
 if TYPE_CHECKING:
-    from seal.structured import Constraint
+    from seal.engine.structured import Constraint
 
 Progress = Callable[[int], None]  # called with the number of items just finished
 
