@@ -43,7 +43,7 @@ from conftest import CORPUS, build_tokenizer
 from seal import policy
 from seal.config import ALL_PROJECTIONS, LoraConfig, PolicyConfig
 from seal.engine.adapters import AdapterBank
-from seal.engine.architectures import resolve_targets
+from seal.engine.architectures import adapted_layers, resolve_targets
 from seal.engine.packing import pack, packed_forward
 from seal.engine.plain import fresh_peft_model, train_peft_adapter
 from seal.engine.sampling import continuation_logprobs, generate
@@ -253,6 +253,7 @@ def test_targets_named_by_role_resolve_to_each_architectures_own_layers():
     assert resolve_targets(phi3, ALL_PROJECTIONS) == ["down_proj", "gate_up_proj", "o_proj", "qkv_proj"]
     assert resolve_targets(phi3, ["qkv_proj", "lm_head"]) == ["lm_head", "qkv_proj"]  # layer names pass through
     assert resolve_targets(build("llama3").model, ["v_proj", "q_proj"]) == ["q_proj", "v_proj"]
+    assert list(adapted_layers(phi3, ["up_proj"])) == [f"model.layers.{i}.mlp.gate_up_proj" for i in range(2)]
     bank = AdapterBank(phi3, LoraConfig(rank=2, targets=["q_proj"]), slots=1)
     assert sorted(bank.layers) == ["model.layers.0.self_attn.qkv_proj", "model.layers.1.self_attn.qkv_proj"]
     with pytest.raises(ValueError, match="cannot adapt 'gate_proj' in GptOssForCausalLM: .*stacked weight"):

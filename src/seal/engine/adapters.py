@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from seal.config import LoraConfig
-from seal.engine.architectures import matches, resolve_targets
+from seal.engine.architectures import adapted_layers, resolve_targets
 
 
 @dataclass
@@ -141,11 +141,7 @@ class AdapterBank:
         self.slots = slots
         self.routing = Routing()
         self.targets = resolve_targets(model, cfg.targets)  # the model's own layer names, as peft's target_modules
-        targets = [
-            (name, module)
-            for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) and matches(name, self.targets)
-        ]
+        targets = list(adapted_layers(model, self.targets).items())
         if not targets:
             raise ValueError(f"no layer to adapt in {type(model).__name__}: lora.targets is empty")
         # Every LoRA weight, and its gradient, is a view into one (slots, n) tensor: autograd

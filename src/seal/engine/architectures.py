@@ -71,6 +71,16 @@ def resolve_targets(model: nn.Module, targets: list[str]) -> list[str]:
     return sorted(set(resolved))
 
 
+def adapted_layers(model: nn.Module, targets: list[str]) -> dict[str, nn.Linear]:
+    """The linear layers `targets` resolve to, by their full names (what a LoRA with these targets adapts)."""
+    resolved = resolve_targets(model, targets)
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and matches(name, resolved)
+    }
+
+
 def _no_layer_message(model: nn.Module, target: str, linear: list[str]) -> str:
     names = [target, *ALIASES.get(target, ())]
     modules = [name for name, _ in model.named_modules() if matches(name, names)]
