@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from seal.config import LoraConfig
+from seal.engine.architectures import adapted_layers, resolve_targets
 
 
 @dataclass
@@ -139,13 +140,10 @@ class AdapterBank:
         self.cfg = cfg
         self.slots = slots
         self.routing = Routing()
-        targets = [
-            (name, module)
-            for name, module in model.named_modules()
-            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in cfg.targets
-        ]
+        self.targets = resolve_targets(model, cfg.targets)  # the model's own layer names, as peft's target_modules
+        targets = list(adapted_layers(model, self.targets).items())
         if not targets:
-            raise ValueError(f"no linear layer named {cfg.targets} in {type(model).__name__}")
+            raise ValueError(f"no layer to adapt in {type(model).__name__}: lora.targets is empty")
         # Every LoRA weight, and its gradient, is a view into one (slots, n) tensor: autograd
         # accumulates all gradients straight into `flat_grad`, and the optimiser updates all
         # adapters with a handful of whole-tensor operations per step instead of a dozen per
@@ -288,7 +286,7 @@ class AdapterBank:
             "r": self.cfg.rank,
             "lora_alpha": self.cfg.alpha,
             "lora_dropout": self.cfg.dropout,
-            "target_modules": sorted(self.cfg.targets),
+            "target_modules": self.targets,
             "bias": "none",
             "fan_in_fan_out": False,
             "inference_mode": True,

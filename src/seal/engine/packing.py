@@ -2,7 +2,10 @@
 
 The base model's matmuls run over the packed tokens; attention is causal within each
 sequence and nothing across, through an attention function registered with transformers
-and switched on only while a packed batch goes through the model.
+and switched on only while a packed batch goes through the model. It computes what the
+layer asks of any attention function: a sliding window (Mistral, Gemma, Qwen2's windowed
+layers), logit softcapping (Gemma 2), attention sinks (gpt-oss); `seal.engine.architectures`
+refuses, once per model, what it cannot see (attention shaped by the mask alone).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
+
+from seal.engine.architectures import architecture, packing_support
 
 ATTENTION_NAME = "seal_packed"
 PAD_TOLERANCE = 1.25  # a bucket may compute up to this many times its real tokens
@@ -29,8 +34,22 @@ class _Bucket:
         self.rows = valid.flatten().nonzero().squeeze(1)  # padded slot of each real token
         causal = positions[None, :] <= positions[:, None]  # (L, L): query row, key column
         self.hidden = ~(causal[None] & valid[:, None, :])[:, None, None]  # (n, 1, 1, L, L)
+        self.valid = valid
+        self.windowed: dict[int, torch.Tensor] = {}
 
-    def attend(self, query, key, value, dropout: float, scaling) -> torch.Tensor:
+    def windowed_mask(self, window: int) -> torch.Tensor:
+        """`hidden`, and keys `window` or more positions back (HF's sliding window: a query sees itself
+        and the window - 1 tokens before it). Padding queries keep their keys: a row with no key
+        at all is NaN, whose gradient would reach the real rows' even though its output is dropped."""
+        if window >= self.longest:
+            return self.hidden
+        if window not in self.windowed:  # once per batch: every layer with this window shares it
+            positions = torch.arange(self.longest, device=self.hidden.device)
+            far = positions[:, None] - positions[None, :] >= window  # (L, L)
+            self.windowed[window] = self.hidden | (far & self.valid[:, :, None])[:, None, None]
+        return self.windowed[window]
+
+    def attend(self, query, key, value, dropout: float, scaling, window, softcap, sinks) -> torch.Tensor:
         def pad(x):  # (1, h, T, d) -> (n, h, L, d)
             return x[0].index_select(1, self.gather).view(x.shape[1], self.n, self.longest, x.shape[3]).transpose(0, 1)
 
@@ -41,8 +60,16 @@ class _Bucket:
         # share a KV head (HF's repeat_kv order) become rows of one matmul against it.
         q = q.reshape(n, kv_heads, heads // kv_heads * length, dim)
         scores = (q @ k.transpose(-1, -2)) * (scaling if scaling is not None else dim**-0.5)
-        scores = scores.view(n, kv_heads, heads // kv_heads, length, length).masked_fill(self.hidden, float("-inf"))
-        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        if softcap is not None:
+            scores = torch.tanh(scores / softcap) * softcap
+        scores = scores.view(n, kv_heads, heads // kv_heads, length, length).masked_fill(
+            self.hidden if window is None else self.windowed_mask(window), float("-inf")
+        )
+        if sinks is None:
+            weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        else:  # one more logit per head that takes part in the softmax and is dropped after it
+            sink = sinks.float().view(1, kv_heads, heads // kv_heads, 1, 1).expand(n, -1, -1, length, 1)
+            weights = torch.softmax(torch.cat([scores.float(), sink], dim=-1), dim=-1)[..., :-1].to(q.dtype)
         if dropout:
             weights = F.dropout(weights, dropout)
         out = (weights.view(n, kv_heads, -1, length) @ v).view(n, heads, length, dim)
@@ -71,20 +98,37 @@ class _Layout:
         # Token positions in the order the buckets return them, and back to the packed order.
         returned = [starts[i] + p for g in groups for i in g for p in range(lengths[i])]
         self.restore = torch.argsort(torch.tensor(returned, device=device))
+        self.longest = max(lengths)
+        self.saw_window = False  # whether a layer passed a sliding window (see packed_forward)
 
-    def attend(self, query, key, value, dropout: float, scaling) -> torch.Tensor:
-        parts = [b.attend(query, key, value, dropout, scaling) for b in self.buckets]
+    def attend(self, query, key, value, dropout: float, scaling, window, softcap, sinks) -> torch.Tensor:
+        if window is not None:
+            self.saw_window = True
+        parts = [b.attend(query, key, value, dropout, scaling, window, softcap, sinks) for b in self.buckets]
         return torch.cat(parts).index_select(0, self.restore)[None]  # (1, T, h, d)
 
 
 _layout: _Layout | None = None  # the packed batch now in the model
 
 
-def packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
-    """Causal attention within each packed sequence; query/key/value are (1, heads, tokens, dim)."""
+def packed_attention(
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    dropout: float = 0.0,
+    scaling=None,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
+    s_aux: torch.Tensor | None = None,
+    **kwargs,
+):
+    """Causal attention within each packed sequence; query/key/value are (1, heads, tokens, dim).
+    sliding_window, softcap and s_aux (attention sinks, one logit per head) as transformers passes them."""
     if _layout is None:
         raise RuntimeError("packed attention used outside seal.engine.packing.packed_forward")
-    return _layout.attend(query, key, value, dropout, scaling), None
+    return _layout.attend(query, key, value, dropout, scaling, sliding_window, softcap, s_aux), None
 
 
 AttentionInterface.register(ATTENTION_NAME, packed_attention)
@@ -96,17 +140,36 @@ def packed_forward(model: torch.nn.Module, lengths: list[int]):
 
     transformers builds no mask for an attention function it has no mask function for, so
     no (tokens x tokens) mask is ever made.
+    Raises ValueError for a model whose attention cannot run packed (`packing_support`), or whose
+    RoPE would scale this batch's positions by its longest sequence.
     """
     global _layout
+    support = packing_support(model)
+    longest = max(lengths)
+    if support.rope_limit is not None and longest > support.rope_limit:
+        raise ValueError(
+            f"seal's packed attention does not support {architecture(model)} on sequences over "
+            f"{support.rope_limit} tokens (this batch has {longest}): its RoPE scaling depends on the "
+            "longest sequence of the batch; keep adapt.max_doc_tokens at or under that"
+        )
     config = model.config
     previous = config._attn_implementation
     config._attn_implementation = ATTENTION_NAME
-    _layout = _Layout(lengths, next(model.parameters()).device)
+    _layout = layout = _Layout(lengths, next(model.parameters()).device)
     try:
         yield
     finally:
         config._attn_implementation = previous
         _layout = None
+    if support.window is not None and longest > support.window:
+        # The first batch longer than the declared window shows whether the layers pass it to the
+        # attention function (Mistral, Gemma, Qwen2) or leave it to the mask alone (PhiMoE).
+        if not layout.saw_window:
+            raise ValueError(
+                f"seal's packed attention does not support {architecture(model)}: its sliding window "
+                f"({support.window} tokens) is applied only through the attention mask"
+            )
+        support.window = None
 
 
 def pack(sequences: list[tuple[list[int], list[bool]]], device: torch.device) -> dict:
