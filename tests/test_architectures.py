@@ -111,10 +111,8 @@ def build(arch: str, seed: int = 0, **overrides) -> LoadedModel:
 
 
 def lora(lm: LoadedModel, rank: int = 4) -> LoraConfig:
-    """Targets resolved to the model's own layer names, so peft adapts what the bank adapts."""
-    return LoraConfig(
-        rank=rank, alpha=2 * rank, targets=resolve_targets(lm.model, TARGETS.get(lm.name, ALL_PROJECTIONS))
-    )
+    """Targets named by role: the bank and plain peft each resolve them to the model's own layers."""
+    return LoraConfig(rank=rank, alpha=2 * rank, targets=TARGETS.get(lm.name, ALL_PROJECTIONS))
 
 
 def random_adapters(bank: AdapterBank) -> None:

@@ -52,13 +52,12 @@ class LoraConfig(Section):
         description="module names to adapt; the paper's knowledge runs used q_proj,v_proj only",
     )
 
-    def to_peft(self):
-        """The same adapter as a peft `LoraConfig` (imported here: peft is heavy, configs are read everywhere)."""
+    def to_peft(self, targets: list[str]):
+        """The same adapter as a peft `LoraConfig` on `targets`, the model's own layer names
+        (`seal.engine.architectures.resolve_targets`; peft is imported here: heavy, and configs are read everywhere)."""
         from peft import LoraConfig as PeftLoraConfig
 
-        return PeftLoraConfig(
-            r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=self.targets
-        )
+        return PeftLoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets)
 
 
 class AdaptConfig(Section):

@@ -30,6 +30,7 @@ from transformers import get_scheduler
 
 from seal.config import ModelConfig, PolicyConfig
 from seal.engine.adapters import AdapterBank
+from seal.engine.architectures import peft_config
 from seal.models import LoadedModel, load_from
 from seal.store import RunStore
 
@@ -129,7 +130,7 @@ def sft(lm: LoadedModel, examples: list[SFTExample], cfg: PolicyConfig, seed: in
     AdapterBank.detach_from(lm.model)
     torch.manual_seed(seed)
     with _quiet_peft():
-        model = get_peft_model(lm.model, cfg.lora.to_peft())
+        model = get_peft_model(lm.model, peft_config(lm.model, cfg.lora))
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     encoded = [encode(lm, e, cfg.max_tokens) for e in examples]

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from seal.config import LoraConfig
+
 # Per role, the layer names that play it, in order of preference (the first one a model has wins).
 # Qualified names where a bare one would also name another role's layer (GPT-BigCode's c_proj
 # is the attention's output in attn and the MLP's output in mlp).
@@ -69,6 +71,11 @@ def resolve_targets(model: nn.Module, targets: list[str]) -> list[str]:
         else:
             raise ValueError(_no_layer_message(model, target, linear))
     return sorted(set(resolved))
+
+
+def peft_config(model: nn.Module, lora: LoraConfig):
+    """`lora` as a peft `LoraConfig` on this model's own layers (Phi-3's q_proj is its qkv_proj)."""
+    return lora.to_peft(resolve_targets(model, lora.targets))
 
 
 def adapted_layers(model: nn.Module, targets: list[str]) -> dict[str, nn.Linear]:

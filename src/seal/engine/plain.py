@@ -13,13 +13,14 @@ import torch
 from peft import get_peft_model
 
 from seal.config import AdaptConfig
+from seal.engine.architectures import peft_config
 from seal.engine.training import document_order, learning_rate, tokenize_documents
 from seal.models import LoadedModel
 
 
 def fresh_peft_model(lm: LoadedModel, seed: int, cfg: AdaptConfig):
     torch.manual_seed(seed)
-    return get_peft_model(lm.model, cfg.lora.to_peft())
+    return get_peft_model(lm.model, peft_config(lm.model, cfg.lora))
 
 
 def train_plain(
