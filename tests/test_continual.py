@@ -147,7 +147,9 @@ def test_a_gate_that_every_update_fails_rejects_it_and_one_that_all_pass_merges_
         assert d["decision"] == "reject" and d["scale"] == 0.0 and set(d["drops"]) == {"1.0", "0.5", "0.25"}
     # A rejected update leaves the model as it was: the first passage scores after steps 1 and 2 as after step 0.
     matrix = gate["metrics"]["loglik"]["matrix"]
-    assert matrix[1][0] == pytest.approx(matrix[0][0], abs=1e-5) == pytest.approx(matrix[2][0], abs=1e-5)
+    assert matrix[1][0] == pytest.approx(matrix[0][0], abs=1e-4) and matrix[2][0] == pytest.approx(
+        matrix[0][0], abs=1e-4
+    )
 
     lenient = tmp_path / "lenient"
     args = continual_args(tiny_dir, passages3, lenient, "--mitigations", "none,gate", "--set", "gate.max_drop=1000")

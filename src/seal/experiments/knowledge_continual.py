@@ -181,10 +181,13 @@ class KnowledgeContinual(Experiment):
                 "probe_loglik": loglik[0], "probes": n}  # fmt: skip
 
     def answer_step(self, s: int, arm: str, t: int) -> None:
-        """The answers after step t to the questions of passages 0..t, timed when there is work to do."""
+        """The answers after step t to the questions of passages 0..t, timed when there is work to do (the
+        library's measured routers are not part of answering, and are left out of the time)."""
         phase, passages = step_phase(s, arm, t), self.sequences[s][: t + 1]
         if all(self.store.get("answers", record_key(phase, p)) for p in passages):
             return
+        if arm == LIBRARY:
+            self.record_routing(s, t)
         began = time.perf_counter()
         if arm == LIBRARY:
             self.answer_from_library(s, t)
@@ -193,33 +196,42 @@ class KnowledgeContinual(Experiment):
         questions = sum(len(p.questions) for p in passages)
         self.store.put("costs", key(phase, "answer"), {"seconds": time.perf_counter() - began, "questions": questions})
 
-    def answer_from_library(self, s: int, t: int) -> None:
-        """Each question of passages 0..t answered by the adapter(s) the configured router chooses among the
-        adapters of steps 0..t (a bank slot per distinct choice, every row through its own slot); the
-        top-1 choice of every measured router is recorded beside, for routing accuracy."""
-        cfg, lm, phase = self.cfg.library, self.model(), step_phase(s, LIBRARY, t)
+    def library_similarities(self, s: int, t: int, embedder: str) -> torch.Tensor:
+        """(questions of passages 0..t, adapters 0..t): each question's similarity to each adapter's keys (its
+        passage, or its plan's documents) under an embedder."""
         passages = self.sequences[s][: t + 1]
-        if cfg.keys == "plan":
+        if self.cfg.library.keys == "plan":
             keys = self.plan_documents(s, LIBRARY, t)
         else:
             keys = [[f"{p.title}\n{p.context}"] for p in passages]
         questions = [q.question for p in passages for q in p.questions]
-        sims = {name: routing.similarities(routing.embedder(name, lm), questions, keys)
-                for name in dict.fromkeys([cfg.embedder, *cfg.measure])}  # fmt: skip
-        sizes = [len(p.questions) for p in passages]
-        self.store.put("routing", phase, {name: regroup(m.argmax(1).tolist(), sizes) for name, m in sims.items()})
-        routes = routing.choose(sims[cfg.embedder], cfg.top_k, cfg.temperature)
+        return routing.similarities(routing.embedder(embedder, self.model()), questions, keys)
+
+    def record_routing(self, s: int, t: int) -> None:
+        """Every measured router's top-1 adapter for each question after step t, per passage (routing accuracy)."""
+        cfg, sizes = self.cfg.library, [len(p.questions) for p in self.sequences[s][: t + 1]]
+        chosen = {name: regroup(self.library_similarities(s, t, name).argmax(1).tolist(), sizes)
+                  for name in dict.fromkeys([cfg.embedder, *cfg.measure])}  # fmt: skip
+        self.store.put("routing", step_phase(s, LIBRARY, t), chosen)
+
+    def answer_from_library(self, s: int, t: int) -> None:
+        """Each question of passages 0..t answered by the adapter(s) the configured router chooses among the
+        adapters of steps 0..t (a bank slot per distinct choice, every row through its own slot)."""
+        cfg, lm, phase = self.cfg.library, self.model(), step_phase(s, LIBRARY, t)
+        passages = self.sequences[s][: t + 1]
+        routes = routing.choose(self.library_similarities(s, t, cfg.embedder), cfg.top_k, cfg.temperature)
         steps = self.store.all("steps")
         adapters = {j: SavedAdapter.read(self.store.dir / steps[step_phase(s, LIBRARY, j)]["adapter"])
                     for j in sorted({j for r in routes for j in r.entries})}  # fmt: skip
         probes = [q for p in passages for q in probes_for(lm, p)]
         records: list[dict] = [{}] * len(probes)
         for rows, bank, slots in routing.routed_banks(lm, routes, adapters, cfg.slots):
-            scored = score_probes(
-                lm, [probes[i] for i in rows], self.cfg.answer, self.cfg.judge, bank=bank, slots=slots
-            )
-            for i, record in zip(rows, scored):
+            asked = [probes[i] for i in rows]
+            for i, record in zip(
+                rows, score_probes(lm, asked, self.cfg.answer, self.cfg.judge, bank=bank, slots=slots)
+            ):
                 records[i] = record | {"route": list(routes[i].entries), "route_weights": list(routes[i].weights)}
+        sizes = [len(p.questions) for p in passages]
         self.store.put_many("answers", [(record_key(phase, p), r) for p, r in zip(passages, regroup(records, sizes))])
 
     def run_arm(self, s: int, arm: str) -> None:
