@@ -21,7 +21,7 @@ LAYERS = [
     ["seal.policy"],  # the ReST-EM M-step
     ["seal.cluster"],  # where model work runs
     ["seal.experiments.steps", "seal.experiments.knowledge_steps", "seal.experiments.arc_steps"],  # shared steps
-    ["seal.experiments"],  # one module per experiment
+    ["seal.experiments", "seal.memory"],  # one module per experiment; a user's library of adapters
     ["seal.cli", "seal.__main__"],
 ]
 FORBIDDEN = [

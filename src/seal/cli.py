@@ -12,6 +12,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -31,6 +32,7 @@ from seal.config import (
     KnowledgeCPTConfig,
     KnowledgeEvalConfig,
     KnowledgeTrainConfig,
+    MemoryConfig,
     Section,
     load_config,
 )
@@ -343,6 +345,90 @@ def export(
             console.print(f"policy written to {out}: load it with --model {out}")
     except USER_ERRORS as err:
         fail(str(err))
+
+
+memory_app = typer.Typer(
+    help="Your own documents, each absorbed as its own adapter; questions answered by the adapter of the "
+    "document they are about.",
+    no_args_is_help=True,
+)
+app.add_typer(memory_app, name="memory")
+LIBRARY_HELP = "the library's directory"
+
+
+@contextmanager
+def user_errors():
+    """A user's mistake inside the block is one line and exit status 2."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        fail(str(err))
+
+
+def _say(text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+@memory_app.command("add")
+def memory_add(
+    directory: Annotated[Path, typer.Argument(help=LIBRARY_HELP + " (created on the first add)")],
+    data: Annotated[Path, typer.Option(help="a JSON list of {title, context}, a .txt/.md file, or a folder of them")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config of a new library")] = None,
+    model: Annotated[Optional[str], typer.Option(help=flag_help(MemoryConfig, "model.name"))] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override any field: key.sub=value")] = None,
+) -> None:
+    """Absorb each document as its own adapter (trained on a self-edit the model writes); re-running an
+    interrupted add finishes it. A library keeps the settings it was created with."""
+    from seal.memory import Memory, read_documents
+
+    given = config is not None or model is not None or bool(set_)
+    cfg = resolve(MemoryConfig, config, {"model.name": model}, set_) if given else None
+    with user_errors():
+        documents = read_documents(data)
+        entries = Memory(directory, cfg, create=True, console=console).add(documents)
+    for entry in entries:
+        _say(f"{entry.id}  {entry.title}  ({entry.self_edit_lines} self-edit lines)")
+
+
+@memory_app.command("ask")
+def memory_ask(
+    directory: Annotated[Path, typer.Argument(help=LIBRARY_HELP)],
+    question: Annotated[str, typer.Argument(help="a question about the library's documents")],
+) -> None:
+    """The answer from the adapter(s) of the document(s) the question is routed to, and those documents."""
+    from seal.memory import Memory
+
+    with user_errors():
+        answer = Memory(directory, console=console).ask(question)
+    _say(answer.text)
+    for s in answer.sources:
+        _say(f"source: {s.title} (entry {s.id}, similarity {s.similarity:.2f}, weight {s.weight:.2f})")
+
+
+@memory_app.command("list")
+def memory_list(directory: Annotated[Path, typer.Argument(help=LIBRARY_HELP)]) -> None:
+    """Every entry: id, title, self-edit lines, size, when added, and whether its files are whole."""
+    from seal.memory import Memory
+
+    with user_errors():
+        memory = Memory(directory, console=console)
+        entries, problems = memory.entries(), memory.problems()
+    for e in entries:
+        _say(f"{e.id}  {e.title}  {e.self_edit_lines} lines  {e.bytes:,} bytes  {e.added}  {problems[e.id] or 'ok'}")
+    _say(f"{len(entries)} entries in {directory}")
+
+
+@memory_app.command("remove")
+def memory_remove(
+    directory: Annotated[Path, typer.Argument(help=LIBRARY_HELP)],
+    entry: Annotated[str, typer.Argument(help="the entry's id (or its first characters)")],
+) -> None:
+    """Take an entry out of the library and delete its files."""
+    from seal.memory import Memory
+
+    with user_errors():
+        removed = Memory(directory, console=console).remove(entry)
+    _say(f"removed {removed.id}  {removed.title}")
 
 
 def main() -> None:

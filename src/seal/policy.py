@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
 from transformers import get_scheduler
 
 from seal.config import ModelConfig, PolicyConfig
@@ -162,11 +163,16 @@ def merge(model: PeftModel) -> None:
     model.merge_and_unload()
 
 
-def apply_adapter(lm: LoadedModel, directory: Path) -> None:
-    """Rebuild a later policy: load a saved round adapter onto the current policy and merge it."""
+def apply_adapter(lm: LoadedModel, directory: Path, scale: float = 1.0) -> None:
+    """Rebuild a later policy: load a saved round adapter onto the current policy and merge it (its update
+    multiplied by `scale`: a gated merge may take part of it)."""
     AdapterBank.detach_from(lm.model)
     with _quiet_peft():
-        merge(PeftModel.from_pretrained(lm.model, str(directory)))
+        model = PeftModel.from_pretrained(lm.model, str(directory))
+        for module in model.modules():
+            if isinstance(module, LoraLayer):
+                module.scale_layer(scale)
+        merge(model)
 
 
 def run_rounds(rounds: int, evaluate: Callable[[int], None], train_round: Callable[[int], None]) -> None:

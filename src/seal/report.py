@@ -208,22 +208,93 @@ def cpt_report(results: dict, out: Path) -> str:
 # --- continual self-edits ----------------------------------------------------------------------------
 
 
-def continual_report(results: dict, out: Path) -> str:
-    metric, arms, T = results["metric"], results["arms"], results["steps"]
-    values = [x for arm in arms.values() for row in arm["matrix"] for x in row if x is not None]
-    fig, axes = plt.subplots(1, len(arms), figsize=(4.2 * len(arms), 3.8), squeeze=False)
-    for ax, (name, arm) in zip(axes[0], arms.items()):
-        grid = [[float("nan") if x is None else x for x in row] for row in arm["matrix"]]
+def _forgetting_figure(arms: dict, metric: str, T: int, path: Path) -> str:
+    """One heatmap per arm of a metric's forgetting matrix (rows: after step t, columns: passage j)."""
+    blocks = {name: arm.get("metrics", {}).get(metric, arm) for name, arm in arms.items()}
+    values = [x for block in blocks.values() for row in block["matrix"] for x in row if x is not None]
+    fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 3.8), squeeze=False)
+    for ax, (name, block) in zip(axes[0], blocks.items()):
+        grid = [[float("nan") if x is None else x for x in row] for row in block["matrix"]]
         image = ax.imshow(grid, vmin=min(values), vmax=max(values), cmap="viridis")
         for t in range(T):
             for j in range(t + 1):
                 ax.text(j, t, f"{grid[t][j]:.2f}", ha="center", va="center", fontsize=7, color="white")
-        ax.set(xlabel="passage", ylabel="after step", title=f"{name}: forgetting {arm['forgetting']:+.3f}",
+        ax.set(xlabel="passage", ylabel="after step", title=f"{name}: forgetting {block['forgetting']:+.3f}",
                xticks=range(T), yticks=range(T))  # fmt: skip
     fig.colorbar(image, ax=axes[0].tolist(), label=metric)
-    png = out.joinpath("forgetting.png")
-    fig.savefig(png, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path.name
+
+
+def _retention_figure(arms: dict, metrics: list[str], T: int, path: Path) -> str:
+    """Retention after each step, one panel per metric, one line per arm with its 95% interval over sequences."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for name, arm in arms.items():
+            cis = arm["metrics"][metric]["retention_by_step"][1:]
+            steps = [t for t, ci in enumerate(cis, start=1) if ci and ci["n"]]
+            kept = [ci for ci in cis if ci and ci["n"]]
+            errors = list(zip(*[_arms(ci) for ci in kept])) if kept else None
+            ax.errorbar(steps, [ci["mean"] for ci in kept], yerr=errors, fmt="o-", capsize=3, label=name)
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set(xlabel="after step", ylabel="retention", xticks=range(1, T), title=f"retention ({metric})")
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _continual_tables(results: dict, costs: dict | None) -> list[str]:
+    """Retention per arm and metric, the library's routing, the gate's decisions, and each arm's costs."""
+    arms, metrics = results["arms"], list(results["metrics"])
+    definitions = "; ".join(f"{m}: {about['retention']}" for m, about in results["metrics"].items())
+    retention = [[name, *[format_ci(arm["metrics"][m]["retention"]) for m in metrics]] for name, arm in arms.items()]
+    sections = [
+        "Retention after the last step (95% interval over sequences): the passages learned before it, their score "
+        f"at the end over their score right after each was learned (ratio of means over passages; {definitions}):"
+        "\n\n" + _markdown_table(["mitigation", *metrics], retention)
+    ]
+    if "library" in arms:
+        route = arms["library"]["routing"]
+        rows = [
+            [
+                name,
+                f"{r['accuracy']:.3f}",
+                f"{r['errors']}/{r['questions']}",
+                " ".join(f"{a:.2f}" for a in r["accuracy_by_step"]),
+            ]
+            for name, r in route["routers"].items()
+        ]
+        sections.append(
+            f"Library routing (answers by `{route['answered_by']}`, top-{route['top_k']}, keys: {route['keys']}): "
+            "a question is routed right when its closest adapter is its own passage's.\n\n"
+            + _markdown_table(["router", "top-1 accuracy", "errors", "accuracy after each step"], rows)
+        )
+    if "gate" in arms:
+        decisions = [d for seq in arms["gate"]["gate"] for d in seq[1:]]
+        counts = ", ".join(f"{sum(d['decision'] == k for d in decisions)} {k}" for k in ("accept", "scale", "reject"))
+        drops = [d["drops"]["1.0"] for d in decisions] or [float("nan")]
+        sections.append(
+            f"Gated merges after the first step: {counts}; the whole update's drop on the probe set: mean "
+            f"{sum(drops) / len(drops):+.3f}, largest {max(drops):+.3f}."
+        )
+    if costs:
+        rows = [
+            [name, _fmt(c["train_seconds_per_step"], ".1f"), _fmt(c["answer_seconds_per_question"], ".3f"),
+             f"{c['adapter_bytes']:,.0f}", str(c["adapters_kept"])]
+            for name, c in costs["arms"].items()
+        ]  # fmt: skip
+        header = ["mitigation", "training s/step", "answer s/question", "bytes per adapter", "adapters kept"]
+        sections.append(
+            "Costs (wall times of this run; adapters kept: what answering needs beside the weights at the end):\n\n"
+            + _markdown_table(header, rows)
+        )
+    return sections
+
+
+def continual_report(results: dict, out: Path) -> str:
+    metric, arms, T = results["metric"], results["arms"], results["steps"]
+    png = _forgetting_figure(arms, metric, T, out / "forgetting.png")
+    figures = [f"![forgetting matrices ({metric})]({png})"]
     rows = [
         [name, _fmt(arm["just_learned"]), _fmt(arm["final_mean"]), f"{arm['forgetting']:+.3f}"]
         for name, arm in arms.items()
@@ -234,13 +305,25 @@ def continual_report(results: dict, out: Path) -> str:
         body += [[str(t), *[_fmt(x) for x in row]] for t, row in enumerate(arm["matrix"])]
         matrices.append(f"**{name}** ({metric}, rows: after step t, columns: passage j)\n\n"
                         + _markdown_table(["step", *map(str, range(T))], body))  # fmt: skip
+    tables = []
+    if "metrics" in results:  # results of runs since retention was measured
+        others = [m for m in results["metrics"] if m != metric]
+        figures += [f"![forgetting matrices ({m})]({_forgetting_figure(arms, m, T, out / f'forgetting_{m}.png')})"
+                    for m in others]  # fmt: skip
+        if T > 1:
+            figures.append(
+                f"![retention by step]({_retention_figure(arms, list(results['metrics']), T, out / 'retention.png')})"
+            )
+        costs_file = out.parent / "costs.json"
+        tables = _continual_tables(results, json.loads(costs_file.read_text()) if costs_file.exists() else None)
     return "\n\n".join([
         f"# Continual self-edits: {results['model']}",
         f"{len(results['sequences'])} sequence(s) of {T} passages, each self-edit merged in turn; {metric} on every "
         f"earlier passage after every step, mean over sequences. Before any update: {results['before_mean']:.3f}.",
         _markdown_table(["mitigation", "just learned (diagonal)", "after the last step", "forgetting"], rows),
+        *tables,
         *matrices,
-        f"![forgetting matrices]({png.name})",
+        *figures,
     ])  # fmt: skip
 
 

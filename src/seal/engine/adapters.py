@@ -25,7 +25,8 @@ from functools import cache
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from seal.config import LoraConfig
@@ -56,6 +57,49 @@ class Routing:
             mask = nn.functional.one_hot(owner, len(self.lengths)).repeat_interleave(rank, dim=1)
             self._mask = (key, mask.to(device=self.ids.device, dtype=dtype))
         return self._mask[1]
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+_PEFT_PREFIX = "base_model.model."
+
+
+@dataclass(frozen=True)
+class SavedAdapter:
+    """A LoRA adapter read from a directory in peft's format (ours, or one peft saved): per adapted layer
+    (named as in the base model) its A (rank, in) and B (out, rank), and the scale of B @ A."""
+
+    layers: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    rank: int
+    scaling: float
+
+    @classmethod
+    def read(cls, directory: str | Path) -> SavedAdapter:
+        """The adapter saved in `directory`; ValueError naming what is missing or not supported."""
+        directory = Path(directory)
+        try:
+            config = json.loads((directory / ADAPTER_CONFIG).read_text())
+            weights = load_file(str(directory / ADAPTER_WEIGHTS))
+        except (OSError, json.JSONDecodeError, SafetensorError) as err:
+            raise ValueError(f"{directory} does not hold a readable peft adapter ({err})") from None
+        if config.get("peft_type") != "LORA" or config.get("use_dora") or config.get("rank_pattern") or \
+                config.get("alpha_pattern"):  # fmt: skip
+            raise ValueError(
+                f"{directory}: only plain LoRA adapters (one rank and alpha for every layer) are supported"
+            )
+        rank, alpha = int(config["r"]), float(config["lora_alpha"])
+        scaling = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+        layers = {}
+        for name, a in weights.items():
+            if name.endswith(".lora_A.weight"):
+                layer = name.removeprefix(_PEFT_PREFIX).removesuffix(".lora_A.weight")
+                layers[layer] = (a, weights[name.replace(".lora_A.", ".lora_B.")])
+        return cls(layers, rank, scaling)
+
+    @property
+    def targets(self) -> list[str]:
+        """The short names of the adapted layers (`q_proj`, ...), as `LoraConfig.targets` names them."""
+        return sorted({name.rsplit(".", 1)[-1] for name in self.layers})
 
 
 @cache
@@ -267,6 +311,32 @@ class AdapterBank:
             route.ids, route.lengths, route.leading = previous
             route.version += 1
 
+    @torch.no_grad()
+    def load(self, slot: int, adapters: list[tuple[SavedAdapter, float]]) -> None:
+        """Slot `slot` holds the weighted sum of saved adapters' updates, exactly: sum_i w_i s_i B_i A_i is one
+        LoRA of the concatenated ranks, A = [A_1; A_2; ...] and B = [c_1 B_1, c_2 B_2, ...] with c_i = w_i s_i / s
+        (s: the bank's scale), so the bank's rank must hold the adapters' ranks together. One adapter with
+        weight 1 answers as it does alone; with weight w its update is scaled by w.
+
+        Args:
+            slot: the slot to fill (what was there is replaced).
+            adapters: (adapter, weight) pairs; layers an adapter does not adapt get no update from it.
+        """
+        needed = sum(adapter.rank for adapter, _ in adapters)
+        if needed > self.cfg.rank:
+            raise ValueError(f"adapters of ranks summing to {needed} do not fit a bank of rank {self.cfg.rank}")
+        self.flat[slot].zero_()
+        start = 0
+        for adapter, weight in adapters:
+            unknown = sorted(set(adapter.layers) - set(self.layers))
+            if unknown:
+                raise ValueError(f"the adapter adapts {unknown[0]}, which this bank does not")
+            for name, (a, b) in adapter.layers.items():
+                layer = self.layers[name]
+                layer.lora_A[slot, start : start + adapter.rank] = a
+                layer.lora_B[slot, :, start : start + adapter.rank] = b * (weight * adapter.scaling / layer.scaling)
+            start += adapter.rank
+
     def state_dict(self, slot: int) -> dict[str, torch.Tensor]:
         """Slot `slot` under peft's key names, so peft and plain transformers can load it."""
         out = {}
@@ -278,7 +348,7 @@ class AdapterBank:
     def save(self, slot: int, directory: str | Path, base_model: str) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file(self.state_dict(slot), str(directory / "adapter_model.safetensors"))
+        save_file(self.state_dict(slot), str(directory / ADAPTER_WEIGHTS))
         config = {
             "peft_type": "LORA",
             "task_type": "CAUSAL_LM",
@@ -291,7 +361,7 @@ class AdapterBank:
             "fan_in_fan_out": False,
             "inference_mode": True,
         }
-        (directory / "adapter_config.json").write_text(json.dumps(config, indent=2))
+        (directory / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
         return directory
 
 
