@@ -12,12 +12,13 @@ process logged after the saved step, W&B drops a step it has (MLflow keeps both 
 kill can catch between a sink's write and the saved state).
 
 Events, by the record kind written (`seal.status` describes `progress` and `evaluations`):
-- adapt (one adapt-and-score batch): `inner/loss_first`, `inner/loss_last` (mean and histogram over the
-  batch's self-edits), `inner/steps`, `score/{metric}` (mean and histogram of each adapted model's score),
+- answers of adapted models (one adapt-and-score batch; their `adapt` records, or ARC's records themselves,
+  tell how each trained): `inner/loss_first`, `inner/loss_last` (mean and histogram over the batch's
+  self-edits), `inner/steps`, `score/{metric}` (mean and histogram of each adapted model's score),
   `throughput/adapted_per_minute`, `throughput/train_tokens_per_second`, and, logged live only,
   `system/peak_rss_gb` (this process) and `system/peak_gpu_gb` (allocated by torch);
-- answers: `answers/{metric}` (means) for a phase that answers without adapting; `self_edits/invalid` for
-  self-edits recorded as not parsing; ARC's adapted answers carry the adapt events above;
+- other answers: `answers/{metric}` (means) where a phase answers without adapting; `self_edits/invalid`
+  for self-edits recorded as not parsing;
 - self_edits: `self_edits/words` (mean and histogram), `self_edits/empty`, `throughput/sampled_per_minute`;
   resamples: `self_edits/resampled`;
 - selections (a ReST-EM round's choice): `round`, `round/reward_mean`, `round/reward` (histogram),
@@ -128,7 +129,7 @@ class Tracker:
             handler(events, items)
         return events
 
-    def _adapted(self, events: Events, trained: list[tuple[str, dict, dict]], kind: str) -> None:
+    def _adapted(self, events: Events, trained: list[tuple[str, dict, dict]]) -> None:
         """Inner-loop events of (key, training record, scores) per adapted self-edit."""
         events.distribution("inner/loss_first", [t.get("loss_first") for _, t, _ in trained])
         events.distribution("inner/loss_last", [t.get("loss_last") for _, t, _ in trained])
@@ -137,25 +138,27 @@ class Tracker:
             events.scalars["inner/steps"] = statistics.fmean(steps)
         for metric in sorted({m for _, _, s in trained for m in s}):
             events.distribution(f"score/{metric}", [s.get(metric) for _, _, s in trained])
-        seconds = self._seconds_since_previous(kind, [k for k, _, _ in trained], events.step)
+        seconds = self._seconds_since_previous("answers", [k for k, _, _ in trained], events.step)
         if seconds:
             events.scalars["throughput/adapted_per_minute"] = 60 * len(trained) / seconds
             tokens = _finite([t.get("tokens") for _, t, _ in trained])
             if tokens:
                 events.scalars["throughput/train_tokens_per_second"] = sum(tokens) / seconds
 
-    def _adapt(self, events: Events, items: list[tuple[str, Any]]) -> None:
-        trained = [(k, v, scores(self.store.get("answers", k))) for k, v in items]
-        self._adapted(events, trained, "adapt")
-
     def _answers(self, events: Events, items: list[tuple[str, Any]]) -> None:
         invalid = [v for _, v in items if isinstance(v, dict) and v.get("valid") is False]
         if invalid:
             events.scalars["self_edits/invalid"] = float(len(invalid))
-        adapted = [(k, v) for k, v in items if isinstance(v, dict) and "loss" in v]  # ARC: its training inside
-        if adapted:
-            trained = [(k, {"loss_first": v["loss"][0], "loss_last": v["loss"][1]} | v, scores(v)) for k, v in adapted]
-            self._adapted(events, trained, "answers")
+        trained = []
+        for record_key, record in items:  # an adapted model's answers: its training recorded before them
+            if isinstance(record, dict) and "loss" in record:  # ARC: in the record itself
+                training = {"loss_first": record["loss"][0], "loss_last": record["loss"][1]} | record
+            else:
+                training = self.store.get("adapt", record_key)
+            if training is not None:
+                trained.append((record_key, training, scores(record)))
+        if trained:
+            self._adapted(events, trained)
         elif self._stage(items[0][0]) == "answer":
             for metric in sorted({m for _, v in items for m in scores(v)}):
                 values = _finite([scores(v).get(metric) for _, v in items])
@@ -253,7 +256,7 @@ class Tracker:
         events = self.events(kind, items, step)
         if not events:
             return
-        if kind in ("adapt", "answers", "policy"):
+        if kind in ("answers", "policy"):
             events.scalars |= peak_memory()
         self._open(before=step)
         self._log(events)

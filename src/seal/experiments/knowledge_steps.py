@@ -188,10 +188,10 @@ class KnowledgeSteps:
             unit_of = {id(b): u for u, b in enumerate(batches)}
             units = self.executor.map(adapt_batch, batches, self.adapt_cfg, self.answer_cfg, self.judge, adapter_dir)
             for batch, results in units:
+                # The answers last: they mark a plan done, so a kill between the two writes redoes the batch.
+                trained = [(r.key, r.training_record() | {"tokens": tokens[r.key]}) for r in results]
+                self.store.put_many("adapt", trained)
                 self.store.put_many("answers", [(r.key, r.probes) for r in results])
-                self.store.put_many(
-                    "adapt", [(r.key, r.training_record() | {"tokens": tokens[r.key]}) for r in results]
-                )
                 progress.unit_done(unit_of[id(batch)])
 
 
