@@ -39,6 +39,7 @@ import math
 import os
 import re
 import resource
+import secrets
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -388,7 +389,7 @@ class WandbSink:
         import wandb
 
         self.wandb = wandb
-        state.setdefault("id", wandb.util.generate_id())
+        state.setdefault("id", secrets.token_hex(4))  # W&B's own id format: a few lowercase letters and digits
         self.run = wandb.init(
             project=os.environ.get("WANDB_PROJECT", "seal"), dir=str(directory), id=state["id"], name=run_name,
             resume="allow", mode=os.environ.get("WANDB_MODE", "offline"), config=config,
