@@ -16,6 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
     ["seal.errors", "seal.config", "seal.stats", "seal.report"],  # the ground floor: no model, no run
     ["seal.store", "seal.models"],
+    ["seal.status", "seal.tracking"],  # what a run's records tell while it runs
     ["seal.domains", "seal.grading"],  # what a context, a self-edit, a plan and a grade are
     ["seal.engine"],  # train and score K adapters: no domain in it
     ["seal.policy"],  # the ReST-EM M-step

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Optional
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from seal.cluster import ExecutorFailed
 from seal.config import (
@@ -60,7 +61,7 @@ class Command:
     flags: dict[str, str] = field(default_factory=dict)  # flag (without --) -> dotted config field
 
 
-SHARED = {"model": "model.name"}
+SHARED = {"model": "model.name", "tracking": "tracking"}
 POOL = {"executor": "executor.kind", "ray-address": "executor.address"}
 
 COMMANDS = [
@@ -113,7 +114,7 @@ GROUPS = {
 
 
 def fail(message: str) -> typing.NoReturn:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")  # a message's brackets are text: pip install 'seal[x]'
     raise typer.Exit(2)
 
 
@@ -248,6 +249,22 @@ def report(run: Annotated[Path, typer.Argument(help="a finished run directory")]
     try:
         show_report(run)
     except ReportError as err:
+        fail(str(err))
+
+
+@app.command("status")
+def status(
+    run: Annotated[Path, typer.Argument(help="a run directory: running, stopped or finished")],
+    watch: Annotated[bool, typer.Option("--watch", help="refresh until the run stops (Ctrl-C to leave)")] = False,
+    every: Annotated[float, typer.Option(help="seconds between refreshes with --watch")] = 5.0,
+) -> None:
+    """Where a run is, read from its store (safely while another command writes it): phase, round, items done,
+    recent rate, time left in the phase, and the last evaluation's table."""
+    from seal.status import show_status
+
+    try:
+        show_status(run, console, watch=watch, every=every)
+    except USER_ERRORS as err:
         fail(str(err))
 
 

@@ -142,6 +142,14 @@ class JudgeConfig(Section):
     max_retries: int = 5
 
 
+Tracking = list[Literal["tensorboard", "wandb", "mlflow"]]
+TRACKING_HELP = (
+    "log the run's metrics as it runs, under RUN/tracking/: tensorboard, wandb (offline unless WANDB_MODE says "
+    "otherwise), mlflow (a local SQLite store); each needs its package (pip install 'seal[tracking]'). "
+    "May change when a run is resumed"
+)
+
+
 class KnowledgeRunConfig(Section):
     """What every knowledge-incorporation run has: the model, how self-edits are sampled and turned
     into training documents, the inner loop, how answers are produced and graded."""
@@ -153,6 +161,7 @@ class KnowledgeRunConfig(Section):
     answer: AnswerConfig = Field(default_factory=AnswerConfig)
     judge: JudgeConfig | None = None
     seed: int = 0
+    tracking: Tracking = Field(default_factory=list, description=TRACKING_HELP)
 
 
 class KnowledgeEvalConfig(KnowledgeRunConfig):
@@ -459,6 +468,7 @@ class ArcRunConfig(Section):
     oracle: ArcFixedPlan = Field(default_factory=ArcFixedPlan)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     seed: int = 0
+    tracking: Tracking = Field(default_factory=list, description=TRACKING_HELP)
 
 
 class ArcEvalConfig(ArcRunConfig):

@@ -33,6 +33,7 @@ from seal.config import ModelConfig, PolicyConfig
 from seal.engine.adapters import AdapterBank
 from seal.engine.architectures import peft_config
 from seal.models import LoadedModel, load_from
+from seal.status import begin_phase
 from seal.store import RunStore
 
 POLICY_DIR = "policy"
@@ -259,6 +260,7 @@ class PolicyOnDemand:
         model work; the adapter is written whole to the run directory, then recorded. No examples:
         policy r is policy r-1."""
         self.use(r - 1)
+        begin_phase(self.store, f"round {r}: fine-tuning the policy", "fine-tune", "policy", [policy_key(r)])
         record: dict = {"adapter": None, "examples": len(examples), "losses": []}
         if examples:
             began = time.perf_counter()

@@ -25,7 +25,7 @@ class ReportError(ValueError):
     pass
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -69,7 +69,7 @@ def _paired_table(paired: dict, metrics: list[str]) -> str:
     ]
     return (
         "Paired differences over the same contexts (mean, 95% bootstrap interval; contexts won/lost):\n\n"
-        + _markdown_table(["comparison", *metrics], rows)
+        + markdown_table(["comparison", *metrics], rows)
     )
 
 
@@ -138,11 +138,11 @@ def train_report(results: dict, out: Path) -> str:
             f"{results['n_train_passages']} training passages, {results['n_eval_passages']} held-out passages "
             f"({results['n_eval_questions']} questions); reward: {reward}; self-edit prompt: {variant}. "
             "Round 0 is the initial policy (no training); train columns describe the round that produced the policy.",
-            _markdown_table(header, rows),
+            markdown_table(header, rows),
             "Held-out passages (baselines with the initial policy; `"
             + variant
             + "@r`: the self-edits of policy r), macro means with 95% bootstrap intervals over passages:\n\n"
-            + _markdown_table(["condition", *metrics], held_out),
+            + markdown_table(["condition", *metrics], held_out),
             _paired_table(results.get("paired", {}), metrics),
             f"![held-out evaluation by round]({accuracy_png})",
             f"![reward and self-edit length by round]({distributions_png})",
@@ -177,7 +177,7 @@ def eval_report(results: dict, out: Path) -> str:
         f"# Knowledge incorporation: {results['model']}",
         f"{results['n_passages']} passages, {results['n_questions']} questions; macro-averages over passages "
         "with 95% bootstrap intervals over passages.",
-        _markdown_table(["condition", *metrics, f"gain ({results['reward']})", "self-edits", "s/self-edit"], rows),
+        markdown_table(["condition", *metrics, f"gain ({results['reward']})", "self-edits", "s/self-edit"], rows),
         _paired_table(results.get("paired", {}), metrics),
         f"![conditions]({png})",
     ])  # fmt: skip
@@ -198,7 +198,7 @@ def cpt_report(results: dict, out: Path) -> str:
             f"# Multi-passage (continued pretraining): {results['model']}",
             f"{results['n_passages']} passages absorbed together ({results['method']}), "
             f"{results['n_questions']} questions; macro-averages over passages with 95% bootstrap intervals.",
-            _markdown_table(["condition", *metrics, "training loss", "seconds"], rows),
+            markdown_table(["condition", *metrics, "training loss", "seconds"], rows),
             _paired_table(results.get("paired", {}), metrics),
             f"![conditions]({png})",
         ]
@@ -251,7 +251,7 @@ def _continual_tables(results: dict, costs: dict | None) -> list[str]:
     sections = [
         "Retention after the last step (95% interval over sequences): the passages learned before it, their score "
         f"at the end over their score right after each was learned (ratio of means over passages; {definitions}):"
-        "\n\n" + _markdown_table(["mitigation", *metrics], retention)
+        "\n\n" + markdown_table(["mitigation", *metrics], retention)
     ]
     if "library" in arms:
         route = arms["library"]["routing"]
@@ -267,7 +267,7 @@ def _continual_tables(results: dict, costs: dict | None) -> list[str]:
         sections.append(
             f"Library routing (answers by `{route['answered_by']}`, top-{route['top_k']}, keys: {route['keys']}): "
             "a question is routed right when its closest adapter is its own passage's.\n\n"
-            + _markdown_table(["router", "top-1 accuracy", "errors", "accuracy after each step"], rows)
+            + markdown_table(["router", "top-1 accuracy", "errors", "accuracy after each step"], rows)
         )
     if "gate" in arms:
         decisions = [d for seq in arms["gate"]["gate"] for d in seq[1:]]
@@ -286,7 +286,7 @@ def _continual_tables(results: dict, costs: dict | None) -> list[str]:
         header = ["mitigation", "training s/step", "answer s/question", "bytes per adapter", "adapters kept"]
         sections.append(
             "Costs (wall times of this run; adapters kept: what answering needs beside the weights at the end):\n\n"
-            + _markdown_table(header, rows)
+            + markdown_table(header, rows)
         )
     return sections
 
@@ -304,7 +304,7 @@ def continual_report(results: dict, out: Path) -> str:
         body = [["before", *[_fmt(x) for x in results["before"]]]]
         body += [[str(t), *[_fmt(x) for x in row]] for t, row in enumerate(arm["matrix"])]
         matrices.append(f"**{name}** ({metric}, rows: after step t, columns: passage j)\n\n"
-                        + _markdown_table(["step", *map(str, range(T))], body))  # fmt: skip
+                        + markdown_table(["step", *map(str, range(T))], body))  # fmt: skip
     tables = []
     if "metrics" in results:  # results of runs since retention was measured
         others = [m for m in results["metrics"] if m != metric]
@@ -320,7 +320,7 @@ def continual_report(results: dict, out: Path) -> str:
         f"# Continual self-edits: {results['model']}",
         f"{len(results['sequences'])} sequence(s) of {T} passages, each self-edit merged in turn; {metric} on every "
         f"earlier passage after every step, mean over sequences. Before any update: {results['before_mean']:.3f}.",
-        _markdown_table(["mitigation", "just learned (diagonal)", "after the last step", "forgetting"], rows),
+        markdown_table(["mitigation", "just learned (diagonal)", "after the last step", "forgetting"], rows),
         *tables,
         *matrices,
         *figures,
@@ -359,7 +359,7 @@ ARC_HEADER = [
 def _per_task(conditions: dict) -> str:
     tasks = list(next(iter(conditions.values()))["per_task"])
     rows = [[t, *[f"{sum(c['per_task'][t])}/{len(c['per_task'][t])}" for c in conditions.values()]] for t in tasks]
-    return _markdown_table(["task", *conditions], rows)
+    return markdown_table(["task", *conditions], rows)
 
 
 def arc_eval_report(results: dict, out: Path) -> str:
@@ -372,7 +372,7 @@ def arc_eval_report(results: dict, out: Path) -> str:
     return "\n\n".join([
         f"# ARC few-shot: {results['model']}",
         f"{results['n_tasks']} tasks. Success rate = solved (task, self-edit) pairs / all pairs.",
-        _markdown_table(ARC_HEADER, _arc_rows(conditions)),
+        markdown_table(ARC_HEADER, _arc_rows(conditions)),
         "Solved pairs per task:\n\n" + _per_task(conditions),
         _paired_table(results.get("paired", {}), ["success_rate"]),
         f"![success rate]({png})",
@@ -411,7 +411,7 @@ def arc_train_report(results: dict, out: Path) -> str:
         if "train" in r:
             conditions = {"training self-edits": r["train"], **conditions}
         extra = f"; policy fine-tuned on {r['train']['sft_examples']} self-edit(s)" if "train" in r else ""
-        sections.append(f"## Policy {r['round']}{extra}\n\n" + _markdown_table(ARC_HEADER, _arc_rows(conditions)))
+        sections.append(f"## Policy {r['round']}{extra}\n\n" + markdown_table(ARC_HEADER, _arc_rows(conditions)))
     sections.append(_paired_table(results.get("paired", {}), ["success_rate"]))
     sections.append(f"![success by round]({png})")
     return "\n\n".join(sections)
@@ -425,7 +425,7 @@ def arc_select_report(results: dict, out: Path) -> str:
         f"{results['n_candidates']} candidate tasks, {results['tries']} oracle test-time trainings each; "
         f"{len(results['kept'])} kept ({len(results['train'])} training, {len(results['eval'])} evaluation). "
         "Chosen by the oracle, so the oracle is favoured on them.",
-        _markdown_table(["task", "solved", "split"], rows),
+        markdown_table(["task", "solved", "split"], rows),
         "Files: " + ", ".join(f"`{p}`" for files in results["files"].values() for p in files.values()),
     ])  # fmt: skip
 

@@ -9,6 +9,10 @@ One command at a time writes a run directory: a writer holds an OS lock on `run.
 reads back later (adapters) are recorded with each file's size and sha256 once whole, so a
 resumed run tells a damaged one from a good one (`RunStore.damage`). A damaged store or config,
 another writer, or a disk that is full is one `RunError` whose message says what to do.
+
+Every write of records is numbered (its `step`, a counter the store keeps, so a resumed run goes on
+counting) and timed (`written_at`); observers (`RunStore.observe`) are told of each write once it is
+committed, which is how a run is watched from other tools (`seal.tracking`) without a second record.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -37,6 +41,11 @@ CONFIG_FILE = "config.yaml"
 STORE_FILE = "store.sqlite"
 RESULTS_FILE = "results.json"
 LOCK_FILE = "run.lock"
+# Config fields that say how a run is watched, not what it computes: a resumed run may change them.
+WATCHING = {"tracking"}
+WRITES = "writes"  # the counter that numbers the store's writes of records
+# Seconds since the epoch, as SQLite computes it while it writes a row (so a row's time is its commit's).
+NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 
 def key(*parts: object) -> str:
@@ -160,6 +169,16 @@ class RunLock:
             self._file = None
 
 
+class Observer(Protocol):
+    """Told of what a run store writes, after it is committed (see `RunStore.observe`)."""
+
+    def written(self, store: RunStore, kind: str, items: list[tuple[str, Any]], step: int) -> None:
+        """Records `items` of `kind` were written whole as the store's write number `step`."""
+
+    def closed(self, store: RunStore) -> None:
+        """The store was closed: what the observer holds open should be flushed and closed too."""
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -181,6 +200,7 @@ class RunStore:
         self.read_only = read_only
         self.lock = RunLock(self.dir)
         self._db: sqlite3.Connection | None = None
+        self.observers: list[Observer] = []
         if read_only and not (self.dir / STORE_FILE).exists():
             raise FileNotFoundError(f"{self.dir} holds no run (no {STORE_FILE})")
         if config is None and not read_only:
@@ -217,12 +237,15 @@ class RunStore:
             previous = type(config).model_validate(previous).model_dump(mode="json")
         except ValidationError:
             pass  # compared as saved: the message below names what differs
-        if previous != resolved:
-            changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
+        changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
+        if set(changed) - WATCHING:
             raise RunConfigMismatch(
                 f"{self.dir} holds a run with a different config (differs in: {', '.join(changed)}); "
                 "use another --out directory to start a new run"
             )
+        if changed and not self.read_only:  # how the run is watched changed: the saved config says how it is now
+            with atomic_file(config_path) as partial:
+                dump_config(config, partial)
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -249,6 +272,13 @@ class RunStore:
                 # Apart from the records: a file's bytes may differ between equal runs (peft writes a set
                 # in hash order), the records may not.
                 db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, files TEXT)")
+                db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER)")
+                db.execute("INSERT OR IGNORE INTO counters (name, value) VALUES (?, 0)", (WRITES,))
+                # Stores written before records were numbered and timed get the columns (NULL in their rows).
+                columns = {row[1] for row in db.execute("PRAGMA table_info(records)")}
+                for column, sql_type in (("written_at", "REAL"), ("step", "INTEGER")):
+                    if column not in columns:
+                        db.execute(f"ALTER TABLE records ADD COLUMN {column} {sql_type}")
                 db.commit()
         except sqlite3.DatabaseError as err:
             db.close()
@@ -269,18 +299,74 @@ class RunStore:
             raise RuntimeError(f"{self.dir} was opened read-only")  # a bug, not user input
         self.lock.acquire()
 
-    def _write(self, sql: str, rows: list[tuple]) -> None:
+    def _write(self, sql: str, rows: list[tuple], numbered: bool = False) -> None:
         self._for_writing()
         with reporting_out_of_space(self.dir), self.db:  # one transaction
+            if numbered:
+                self.db.execute("UPDATE counters SET value = value + 1 WHERE name = ?", (WRITES,))
             self.db.executemany(sql, rows)
 
     def put_many(self, kind: str, items: Iterable[tuple[str, Any]]) -> None:
-        """Record the items in one transaction: all of them, or (on any failure) none."""
+        """Record the items in one transaction: all of them, or (on any failure) none. The write is
+        numbered (`step`) and timed (`written_at`) in the same transaction; observers are told after it."""
+        items = list(items)
         rows = [(kind, key, json.dumps(value)) for key, value in items]
-        self._write("INSERT OR REPLACE INTO records (kind, key, value) VALUES (?, ?, ?)", rows)
+        self._write(
+            "INSERT OR REPLACE INTO records (kind, key, value, written_at, step) VALUES "
+            f"(?, ?, ?, {NOW_SQL}, (SELECT value FROM counters WHERE name = '{WRITES}'))",
+            rows,
+            numbered=True,
+        )
+        if self.observers:
+            step = self.step()
+            for observer in self.observers:
+                observer.written(self, kind, items, step)
 
     def put(self, kind: str, key: str, value: Any) -> None:
         self.put_many(kind, [(key, value)])
+
+    def step(self) -> int:
+        """The number of the last write of records (0 before the first; kept across resumed runs)."""
+        try:
+            row = self.db.execute("SELECT value FROM counters WHERE name = ?", (WRITES,)).fetchone()
+        except sqlite3.OperationalError:  # a store written before writes were numbered, read as it is
+            return 0
+        return 0 if row is None else row[0]
+
+    def write_times(self, kind: str, keys: Iterable[str] | None = None) -> dict[str, tuple[float, int]]:
+        """When each record of `kind` (of `keys` only, when given) was last written, in seconds since the epoch,
+        and the step of that write; empty for a store written before records were timed."""
+        if not self.timed_records():
+            return {}
+        rows = self.db.execute(
+            "SELECT key, written_at, step FROM records WHERE kind = ? AND written_at IS NOT NULL", (kind,)
+        )
+        wanted = None if keys is None else set(keys)
+        return {k: (t, s) for k, t, s in rows if wanted is None or k in wanted}
+
+    def timed_records(self) -> bool:
+        """Whether records carry their time and step (a store from before they did, opened read-only, does not)."""
+        return "step" in {row[1] for row in self.db.execute("PRAGMA table_info(records)")}
+
+    def writes_after(self, step: int) -> Iterator[tuple[int, str, list[tuple[str, Any]]]]:
+        """The records written after write `step` as they stand now, write by write: (step, kind, items)."""
+        if not self.timed_records():
+            return
+        rows = self.db.execute("SELECT step, kind, key, value FROM records WHERE step > ? ORDER BY step, key", (step,))
+        current: tuple[int, str] | None = None
+        items: list[tuple[str, Any]] = []
+        for row_step, kind, row_key, value in rows:
+            if current is not None and current != (row_step, kind):
+                yield (*current, items)
+                items = []
+            current = (row_step, kind)
+            items.append((row_key, json.loads(value)))
+        if current is not None:
+            yield (*current, items)
+
+    def observe(self, observer: Observer) -> None:
+        """Tell `observer` of every later write of records (`Observer.written`) and of `close`."""
+        self.observers.append(observer)
 
     def delete(self, kind: str, key: str) -> None:
         """Forget a record (something to do again)."""
@@ -353,11 +439,15 @@ class RunStore:
         return results
 
     def close(self) -> None:
-        """Close the store and release the run's lock."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        self.lock.release()
+        """Close the store (its observers first) and release the run's lock."""
+        try:
+            for observer in self.observers:
+                observer.closed(self)
+        finally:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            self.lock.release()
 
     def __enter__(self) -> RunStore:
         if not self.read_only:

@@ -24,11 +24,20 @@ from seal.config import ArcEvalConfig, ArcRunConfig, ArcTrainConfig
 from seal.domains.arc.grids import Task
 from seal.domains.arc.selfedit import plan_json
 from seal.errors import DataError
-from seal.experiments.arc_steps import ArcItem, ArcSteps, condition_summary, load_arc, paired_tasks, record_key
-from seal.experiments.steps import Experiment, stable_seed
+from seal.experiments.arc_steps import (
+    ArcItem,
+    ArcSteps,
+    condition_summary,
+    evaluation_table,
+    load_arc,
+    paired_tasks,
+    record_key,
+)
+from seal.experiments.steps import Experiment, open_run, stable_seed
 from seal.models import ModelOnDemand
 from seal.policy import PolicyOnDemand, policy_key, run_rounds, select
-from seal.store import RunStore, key
+from seal.status import record_evaluation
+from seal.store import key
 
 
 def _evaluate(
@@ -56,6 +65,11 @@ def eval_phase(policy_round: int) -> str:
     return f"e{policy_round}"
 
 
+def selection_key(r: int, task: Task) -> str:
+    """Where round r's choice among a training task's self-edits (their rewards, those kept) is recorded."""
+    return f"r{r}/{task.key}"
+
+
 def train_phase(r: int) -> str:
     """Where round r's training self-edits and their attempts are filed."""
     return f"r{r}/self-edit"
@@ -67,7 +81,7 @@ class ArcEval(Experiment):
     def __init__(self, cfg: ArcEvalConfig, out: str | Path, console: Console | None = None):
         self.cfg, self.console = cfg, console or Console()
         self.tasks = load_arc(cfg.data)
-        self.store = RunStore(out, cfg)
+        self.store = open_run(out, cfg)
         self.executor = make_executor(cfg.executor, ModelOnDemand(cfg.model))
         self.steps = ArcSteps(self.store, self.executor, cfg, self.console)
 
@@ -78,6 +92,7 @@ class ArcEval(Experiment):
                 _evaluate(self.steps, self.cfg, "", self.tasks, self.cfg.k, list(self.cfg.conditions))
             answers = self.store.all("answers")
             conditions = {c: condition_summary(answers, c, self.tasks) for c in self.cfg.conditions}
+            record_evaluation(self.store, "eval", lambda: evaluation_table(conditions))
             return self.store.write_results({
                 "schema": "seal.arc.eval/1",
                 "model": self.cfg.model.name,
@@ -97,7 +112,7 @@ class ArcTrain(Experiment):
         overlap = {t.id for t in self.train_tasks} & {t.id for t in self.eval_tasks}
         if overlap:
             raise DataError(f"{len(overlap)} task(s) are both training and held-out tasks, e.g. {sorted(overlap)[0]!r}")
-        self.store = RunStore(out, cfg)
+        self.store = open_run(out, cfg)
         self.policy = PolicyOnDemand(cfg.model, self.store)
         self.executor = make_executor(cfg.executor, self.policy)
         self.steps = ArcSteps(self.store, self.executor, cfg, self.console)
@@ -114,6 +129,13 @@ class ArcTrain(Experiment):
                 self.steps, self.cfg, phase + "/", self.eval_tasks, self.cfg.eval_k, self.conditions(policy_round)
             )
 
+        def table() -> dict:
+            answers = self.store.all("answers")
+            conditions = self.conditions(policy_round)
+            return evaluation_table({c: condition_summary(answers, key(phase, c), self.eval_tasks) for c in conditions})
+
+        record_evaluation(self.store, phase, table)
+
     def train_round(self, r: int) -> None:
         cfg, phase = self.cfg, train_phase(r)
         self.policy.use(r - 1)
@@ -125,12 +147,21 @@ class ArcTrain(Experiment):
                 [ArcItem(k, t, sampled[k]["text"]) for t, ks in keys.items() for k in ks],
                 f"round {r}: test-time training",
             )
-            if self.store.get("policy", policy_key(r)) is None:
+            if self.store.get("selections", selection_key(r, self.train_tasks[0])) is None:
                 answers = self.store.all("answers")
-                examples = []
-                for ks in keys.values():
-                    solved = {i: float(answers[k]["solved"]) for i, k in enumerate(ks)}
-                    examples += [(sampled[ks[i]]["prompt"], sampled[ks[i]]["text"]) for i in select(solved, "positive")]
+                solved = {t: {i: float(answers[k]["solved"]) for i, k in enumerate(ks)} for t, ks in keys.items()}
+                self.store.put_many(
+                    "selections",
+                    [(selection_key(r, t), {"rewards": list(s.values()), "kept": select(s, "positive")})
+                     for t, s in solved.items()],
+                )  # fmt: skip
+            if self.store.get("policy", policy_key(r)) is None:
+                selections = self.store.all("selections")
+                examples = [
+                    (sampled[ks[i]]["prompt"], sampled[ks[i]]["text"])
+                    for t, ks in keys.items()
+                    for i in selections[selection_key(r, t)]["kept"]
+                ]
                 self.policy.fine_tune(r, examples, cfg.policy, stable_seed(cfg.seed, "sft", r), self.executor)
 
     def run(self) -> dict:

@@ -27,9 +27,8 @@ from seal.domains.arc.format import prompt
 from seal.domains.arc.grids import Task
 from seal.domains.arc.selfedit import plan_json
 from seal.experiments.arc_steps import ArcItem, ArcSteps, load_arc, record_key
-from seal.experiments.steps import Experiment
+from seal.experiments.steps import Experiment, open_run
 from seal.models import ModelOnDemand, load_tokenizer_view
-from seal.store import RunStore
 
 TASKS_DIR = "tasks"
 PHASE = "oracle"
@@ -63,7 +62,7 @@ class ArcSelect(Experiment):
                 pool.setdefault(task.id, task)
         candidates = [t for _, t in sorted(pool.items()) if is_candidate(t, cfg, lambda s: len(tokenizer(s).input_ids))]
         self.candidates = candidates[: cfg.candidates]
-        self.store = RunStore(out, cfg)
+        self.store = open_run(out, cfg)
         self.executor = make_executor(cfg.executor, ModelOnDemand(cfg.model))
         self.steps = ArcSteps(self.store, self.executor, cfg, self.console)
 

@@ -39,6 +39,7 @@ from seal.experiments.steps import (
 )
 from seal.models import LoadedModel
 from seal.stats import bootstrap_ci, paired_difference
+from seal.status import begin_phase
 from seal.store import RunStore, key
 
 ARC_HINT = "On a laptop: configs/cpu-arc.yaml (minutes), or configs/cpu-tables-arc.yaml (the measured table)."
@@ -183,8 +184,10 @@ class ArcSteps:
         if not todo:
             return
         items = [(t, stable_seed(self.cfg.seed, prefix, t.key)) for t in todo]
+        label = f"{prefix}: predicting"
+        begin_phase(self.store, label, "answer", "answers", [record_key(prefix, t) for t in tasks])
         with progress_bar(self.console) as progress:
-            job = progress.add_task(f"{prefix}: predicting", total=len(todo))
+            job = progress.add_task(label, total=len(todo))
             for (task, _), record in self.executor.map(in_context_work, items, self.cfg):
                 self.store.put("answers", record_key(prefix, task), record)
                 progress.advance(job)
@@ -224,12 +227,14 @@ class ArcSteps:
         # a self-edit chooses its epochs: group plans by the optimiser steps they take
         valid = [j for j in jobs if j.plan.valid]
         batches = job_batches(valid, self.cfg.adapt.unit, done, steps=lambda j: len(j.documents) * j.plan.epochs)
-        tokens = [sum(training_tokens(lm, j.documents, j.plan.epochs, self.cfg.adapt) for j in b) for b in batches]
-        label = f"{label} ({sum(map(len, batches))} plans)"
-        with TrainingProgress(self.console, label, tokens, self.cfg.model, ARC_HINT) as progress:
+        tokens = {j.key: training_tokens(lm, j.documents, j.plan.epochs, self.cfg.adapt) for b in batches for j in b}
+        label = f"{label} ({len(valid)} plans)"
+        begin_phase(self.store, label, "adapt", "answers", [item.key for item in items])
+        unit_tokens = [sum(tokens[j.key] for j in b) for b in batches]
+        with TrainingProgress(self.console, label, unit_tokens, self.cfg.model, ARC_HINT) as progress:
             unit_of = {id(b): u for u, b in enumerate(batches)}
             for batch, records in self.executor.map(adapt_work, batches, self.cfg):
-                self.store.put_many("answers", [(j.key, r) for j, r in zip(batch, records)])
+                self.store.put_many("answers", [(j.key, r | {"tokens": tokens[j.key]}) for j, r in zip(batch, records)])
                 progress.unit_done(unit_of[id(batch)])
 
 
@@ -258,6 +263,11 @@ def condition_summary(answers: dict[str, dict], prefix: str, tasks: list[Task]) 
         "per_task": {task: [r["solved"] for r in rs] for task, rs in per_task.items()},
         "invalid_reasons": sorted({r["reason"] for r in pairs if not r["valid"]}),
     }
+
+
+def evaluation_table(conditions: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    """The table `seal.status.record_evaluation` files, from `condition_summary` per condition."""
+    return {condition: {"success_rate": summary["ci"]} for condition, summary in conditions.items()}
 
 
 def paired_tasks(conditions: dict[str, dict]) -> dict[str, dict]:

@@ -46,7 +46,7 @@ from seal.engine.sampling import continuation_logprobs
 from seal.engine.scoring import regroup, score_probes
 from seal.engine.training import TrainJob, train_adapters
 from seal.experiments.knowledge_steps import KnowledgeSteps, probes_for, record_key, select_passages
-from seal.experiments.steps import Experiment, mean, stable_seed
+from seal.experiments.steps import Experiment, mean, open_run, stable_seed
 from seal.grading import check_metric
 from seal.models import ModelOnDemand
 from seal.stats import bootstrap_ci
@@ -79,7 +79,7 @@ class KnowledgeContinual(Experiment):
         if len(pool) < cfg.sequences * cfg.steps:
             raise ValueError(f"{cfg.data} has {len(pool)} passages; {cfg.sequences} x {cfg.steps} are needed")
         self.sequences = [pool[s * cfg.steps : (s + 1) * cfg.steps] for s in range(cfg.sequences)]
-        self.store = RunStore(out, cfg)
+        self.store = open_run(out, cfg)
         self.model = ModelOnDemand(cfg.model)
         self.steps = KnowledgeSteps.for_config(cfg, self.store, LocalExecutor(self.model), self.console)
         self._initial: dict[str, torch.Tensor] | None = None

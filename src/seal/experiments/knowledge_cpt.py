@@ -29,10 +29,11 @@ from seal.experiments.knowledge_steps import (
     record_key,
     select_passages,
 )
-from seal.experiments.steps import Experiment, mean, stable_seed
+from seal.experiments.steps import Experiment, mean, open_run, stable_seed
 from seal.grading import check_metric, metrics
 from seal.models import ModelOnDemand
 from seal.stats import bootstrap_ci
+from seal.status import record_evaluation
 from seal.store import RunStore, key
 
 KNOWN = ("base", "passage", "file", *knowledge.VARIANTS)
@@ -47,7 +48,7 @@ class KnowledgeCPT(Experiment):
         self.console = console or Console()
         self.passages = select_passages(cfg.data, cfg.passages, cfg.paper_subset)
         self.from_file = file_self_edits(cfg, self.passages)
-        self.store = RunStore(out, cfg)
+        self.store = open_run(out, cfg)
         self.model = ModelOnDemand(cfg.model)
         self.steps = KnowledgeSteps.for_config(cfg, self.store, LocalExecutor(self.model), self.console)
 
@@ -88,7 +89,9 @@ class KnowledgeCPT(Experiment):
     def run(self) -> dict:
         """Answer, sample, train and score what is not in the store yet; write and return the results."""
         with self.store:
-            return self.store.write_results(self._run())
+            results = self._run()
+            record_evaluation(self.store, "cpt", lambda: {c: row["ci"] for c, row in results["conditions"].items()})
+            return self.store.write_results(results)
 
     def _run(self) -> dict:
         cfg = self.cfg

@@ -24,15 +24,17 @@ from seal.experiments.knowledge_steps import (
     KnowledgeSteps,
     PlanItem,
     check_conditions,
+    evaluation_table,
     file_self_edits,
     paired_comparisons,
     record_key,
     select_passages,
     summarise_conditions,
 )
-from seal.experiments.steps import Experiment
+from seal.experiments.steps import Experiment, open_run
 from seal.grading import check_metric, metrics
 from seal.models import ModelOnDemand
+from seal.status import record_evaluation
 from seal.store import RunStore
 
 UNADAPTED = ("base", "in-context")
@@ -55,7 +57,7 @@ class KnowledgeEval(Experiment):
         self.console = console or Console()
         self.passages = select_passages(cfg.data, cfg.passages, cfg.paper_subset)
         self.from_file = file_self_edits(cfg, self.passages)
-        self.store = RunStore(out, cfg)
+        self.store = open_run(out, cfg)
         self.executor = make_executor(cfg.executor, ModelOnDemand(cfg.model))
         self.steps = KnowledgeSteps.for_config(cfg, self.store, self.executor, self.console)
 
@@ -89,7 +91,9 @@ class KnowledgeEval(Experiment):
                     self.steps.sample(condition, self.passages, condition, self.cfg.sampling)
             self.steps.adapt(self.plan_items([c for c in conditions if c not in UNADAPTED]))
             write_records(self.store, self.passages, conditions)
-            return self.store.write_results(summarise(self.cfg, self.passages, conditions, self.store))
+            results = summarise(self.cfg, self.passages, conditions, self.store)
+            record_evaluation(self.store, "eval", lambda: evaluation_table(results["conditions"]))
+            return self.store.write_results(results)
 
 
 def summarise(cfg: KnowledgeEvalConfig, passages: list[Passage], conditions: list[str], store: RunStore) -> dict:

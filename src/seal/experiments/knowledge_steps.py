@@ -29,6 +29,7 @@ from seal.errors import DataError
 from seal.experiments.steps import TrainingProgress, mean, progress_bar, sample_self_edits, stable_seed, training_tokens
 from seal.models import LoadedModel
 from seal.stats import bootstrap_ci, paired_difference
+from seal.status import begin_phase
 from seal.store import RunStore, key
 
 ANSWER_CHUNK = 16  # passages answered per unit of work (and per transaction)
@@ -143,8 +144,10 @@ class KnowledgeSteps:
         lm = self.executor.tokenizer_view()
         chunks = [todo[s : s + ANSWER_CHUNK] for s in range(0, len(todo), ANSWER_CHUNK)]
         items = [[(p, probes_for(lm, p, in_context)) for p in chunk] for chunk in chunks]
+        label = f"{phase}: answering"
+        begin_phase(self.store, label, "answer", "answers", [record_key(phase, p) for p in passages])
         with progress_bar(self.console) as progress:
-            task = progress.add_task(f"{phase}: answering", total=len(todo))
+            task = progress.add_task(label, total=len(todo))
             for item, records in self.executor.map(answer_work, items, self.answer_cfg, self.judge):
                 self.store.put_many("answers", [(record_key(phase, p), r) for (p, _), r in zip(item, records)])
                 progress.advance(task, len(item))
@@ -177,15 +180,21 @@ class KnowledgeSteps:
         ]
         batches = work_batches(jobs, self.adapt_cfg, done)
         adapter_dir = self.store.dir / "adapters" if self.adapt_cfg.keep_adapters else None
-        epochs = self.adapt_cfg.epochs
-        tokens = [sum(training_tokens(lm, j.documents, epochs, self.adapt_cfg) for j in b) for b in batches]
+        tokens = {
+            j.key: training_tokens(lm, j.documents, self.adapt_cfg.epochs, self.adapt_cfg) for b in batches for j in b
+        }
         hint = "On a laptop, the cpu-* recipes (configs/) are sized to finish in minutes to an hour."
-        with TrainingProgress(self.console, f"{label} ({len(jobs)} plans)", tokens, self.model_cfg, hint) as progress:
+        label = f"{label} ({len(jobs)} plans)"
+        begin_phase(self.store, label, "adapt", "answers", [item.key for item in items])
+        unit_tokens = [sum(tokens[j.key] for j in b) for b in batches]
+        with TrainingProgress(self.console, label, unit_tokens, self.model_cfg, hint) as progress:
             unit_of = {id(b): u for u, b in enumerate(batches)}
             units = self.executor.map(adapt_batch, batches, self.adapt_cfg, self.answer_cfg, self.judge, adapter_dir)
             for batch, results in units:
+                # The answers last: they mark a plan done, so a kill between the two writes redoes the batch.
+                trained = [(r.key, r.training_record() | {"tokens": tokens[r.key]}) for r in results]
+                self.store.put_many("adapt", trained)
                 self.store.put_many("answers", [(r.key, r.probes) for r in results])
-                self.store.put_many("adapt", [(r.key, r.training_record()) for r in results])
                 progress.unit_done(unit_of[id(batch)])
 
 
@@ -195,6 +204,12 @@ def answer_work(
     """Per passage of the chunk, the records of its probes (unadapted model)."""
     probes = [p for _, group in item for p in group]
     return regroup(score_probes(lm, probes, answer, judge), [len(group) for _, group in item])
+
+
+def evaluation_table(summary: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    """The table `seal.status.record_evaluation` files, from `summarise_conditions`' summary: each condition's
+    intervals per metric, and its gain over `base` in the reward metric."""
+    return {condition: row["ci"] | {"gain": row["gain_ci"]} for condition, row in summary.items()}
 
 
 def summarise_conditions(

@@ -32,13 +32,15 @@ from seal.errors import DataError
 from seal.experiments.knowledge_steps import (
     KnowledgeSteps,
     PlanItem,
+    evaluation_table,
     paired_comparisons,
     record_key,
     select_passages,
     summarise_conditions,
 )
-from seal.experiments.steps import Experiment, mean, stable_seed
+from seal.experiments.steps import Experiment, mean, open_run, stable_seed
 from seal.grading import check_metric, metrics
+from seal.status import record_evaluation
 from seal.store import RunStore, key
 
 BASELINES = ("in-context", "passage")
@@ -77,6 +79,11 @@ def training_passages(cfg: KnowledgeTrainConfig) -> list[list[Passage]]:
     return [pool[r * per_round : (r + 1) * per_round] for r in range(cfg.rounds)]
 
 
+def eval_conditions(cfg: KnowledgeTrainConfig, policy_round: int) -> list[str]:
+    """The held-out rows of a policy's evaluation: closed-book, its self-edits, and the baselines with policy 0."""
+    return ["base", cfg.variant] + ([*cfg.baselines] if policy_round == 0 else [])
+
+
 def self_edit_conditions(cfg: KnowledgeTrainConfig, policy_round: int) -> list[str]:
     """The self-edit prompts a policy is evaluated with: the run's, and the other variants among the baselines
     (with the initial policy only)."""
@@ -102,7 +109,7 @@ class KnowledgeTrain(Experiment):
         if overlap:
             title = sorted(overlap)[0][0]
             raise DataError(f"{len(overlap)} passage(s) are both training and held-out passages, e.g. {title!r}")
-        self.store = RunStore(out, cfg)
+        self.store = open_run(out, cfg)
         self.policy = policy.PolicyOnDemand(cfg.model, self.store)
         self.executor = make_executor(cfg.executor, self.policy)
         self.steps = KnowledgeSteps.for_config(cfg, self.store, self.executor, self.console)
@@ -148,6 +155,12 @@ class KnowledgeTrain(Experiment):
                     for passage in passages
                 ]
             self.steps.adapt(items, f"{phase}: adapting and scoring")
+
+        def table() -> dict:
+            answers, adapt = self.store.all("answers"), self.store.all("adapt")
+            return evaluation_table(summarise_evaluation(cfg, passages, answers, adapt, policy_round)[0])
+
+        record_evaluation(self.store, phase, table)
 
     # --- one round of training -------------------------------------------------------------------
 
@@ -227,10 +240,8 @@ def summarise(
     table: dict[str, dict[str, dict[str, float]]] = {p.key: {} for p in held_out}  # passage -> row -> scores
     for policy_round in range(cfg.rounds + 1):
         phase = eval_phase(policy_round)
-        conditions = ["base", cfg.variant] + ([*cfg.baselines] if policy_round == 0 else [])
-        evaluation, per_passage = summarise_conditions(
-            answers, adapt, held_out, conditions, metrics(cfg.judge), cfg.reward, phase=phase + "/"
-        )
+        conditions = eval_conditions(cfg, policy_round)
+        evaluation, per_passage = summarise_evaluation(cfg, held_out, answers, adapt, policy_round)
         for condition in conditions:
             if policy_round == 0 or condition == cfg.variant:
                 for passage_key, scores in per_passage.items():
@@ -277,6 +288,16 @@ def summarise(
         # every held-out condition as a row (the baselines with policy 0), compared pairwise over passages
         "paired": paired_comparisons(table, table_rows(cfg), metrics(cfg.judge)),
     }
+
+
+def summarise_evaluation(
+    cfg: KnowledgeTrainConfig, held_out: list[Passage], answers: dict, adapt: dict, policy_round: int
+) -> tuple[dict[str, dict], dict[str, dict[str, dict[str, float]]]]:
+    """`summarise_conditions` of the held-out evaluation of policy `policy_round`."""
+    return summarise_conditions(
+        answers, adapt, held_out, eval_conditions(cfg, policy_round), metrics(cfg.judge), cfg.reward,
+        phase=eval_phase(policy_round) + "/",
+    )  # fmt: skip
 
 
 def repeat_spread(answers: dict, phase: str, passages: list[Passage], cfg: KnowledgeTrainConfig) -> float:

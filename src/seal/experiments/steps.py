@@ -10,18 +10,21 @@ from __future__ import annotations
 import statistics
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from seal.cluster import Executor
-from seal.config import AdaptConfig, ModelConfig, SamplingConfig
+from seal.config import AdaptConfig, ModelConfig, SamplingConfig, Section
 from seal.engine.sampling import generate
 from seal.engine.structured import regex_constraint
 from seal.engine.training import reporting, tokenize_documents
 from seal.models import LoadedModel, model_parameters
+from seal.status import begin_phase
 from seal.store import RunStore, key
+from seal.tracking import Tracker, check_sinks
 
 
 class Experiment:
@@ -31,6 +34,16 @@ class Experiment:
 
     def run(self) -> dict:
         raise NotImplementedError
+
+
+def open_run(out: str | Path, cfg: Section) -> RunStore:
+    """An experiment's run store in `out` (created, or resumed), its writes logged to the config's
+    `tracking` sinks as they happen; a sink whose package is missing is refused before the run starts."""
+    check_sinks(cfg.tracking)
+    store = RunStore(out, cfg)
+    if cfg.tracking:
+        Tracker(store, cfg.tracking, cfg.model_dump(mode="json"))
+    return store
 
 
 def stable_seed(*parts: object) -> int:
@@ -146,8 +159,10 @@ def sample_self_edits(
     todo = [(b, batch) for b, batch in enumerate(batches) if any(key(prefix, k) not in done for k, _ in batch)]
     if not todo:
         return
+    label = f"{prefix}: writing self-edits"
+    begin_phase(store, label, "sample", "self_edits", [key(prefix, k) for k, _ in wanted])
     with progress_bar(console) as progress:
-        task = progress.add_task(f"{prefix}: writing self-edits", total=sum(len(b) for _, b in todo))
+        task = progress.add_task(label, total=sum(len(b) for _, b in todo))
         for (_, batch), texts in executor.map(sample_work, todo, sampling, seed, prefix, grammar):
             store.put_many(
                 "self_edits", [(key(prefix, k), {"prompt": x, "text": t}) for (k, x), t in zip(batch, texts)]
