@@ -12,7 +12,7 @@ from seal.engine.loop import AdaptJob, adapt_and_score
 from seal.engine.planner import plan_slots, resolved, step_peak_bytes
 from seal.engine.scoring import Probe
 from seal.engine.shapes import SHAPES, random_model, shape
-from seal.engine.training import TrainJob, train_adapters
+from seal.engine.training import TrainJob, bucket, train_adapters
 
 SMALL = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128}
 
@@ -89,3 +89,21 @@ def test_planned_step_fits_on_the_gpu():
     cfg = AdaptConfig(slots="auto", max_doc_tokens=64)
     plan = plan_slots(lm, cfg, 2**28)
     assert step_peak_bytes(lm, cfg, plan.slots) <= 2**28
+
+
+def test_packed_lengths_pad_to_few_buckets():
+    assert [bucket(t) for t in (1, 64, 65, 97, 129, 300, 5000)] == [64, 64, 96, 128, 192, 384, 6144]
+    assert len({bucket(t) for t in range(1, 16385)}) == 17  # within COMPILED_SHAPES
+    assert all(bucket(t) <= max(64, 1.5 * t) for t in range(1, 5000))
+
+
+def test_a_compiled_step_trains_as_the_eager_one(tiny_lm):
+    jobs = [TrainJob(["The Denver Broncos won Super Bowl 50."], 0), TrainJob(["Paris is in France."], 1)]
+    cfg = AdaptConfig(epochs=2, lr=1e-2, slots=2, lora=LoraConfig(rank=4))
+    eager = train_adapters(tiny_lm, AdapterBank.attach(tiny_lm.model, cfg.lora, 2), jobs, cfg)
+    AdapterBank.detach_from(tiny_lm.model)
+    bank = AdapterBank.attach(tiny_lm.model, cfg.lora, 2)
+    fast = train_adapters(tiny_lm, bank, jobs, cfg.model_copy(update={"compile": True}))
+    for a, b in zip(eager.losses, fast.losses):
+        assert b == pytest.approx(a, rel=1e-4)  # the second step too: the gradients were the same
+    assert eager.tokens == fast.tokens  # the padding is not counted as trained

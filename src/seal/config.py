@@ -116,6 +116,11 @@ class AdaptConfig(Section):
     engine: Literal["batched", "peft"] = Field(
         "batched", description="batched multi-adapter engine, or one fresh peft adapter per plan (baseline)"
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile the model for the engine's training steps, packed lengths padded to a few "
+        "buckets so it compiles once per bucket; the adapters and attention stay eager (off until measured to pay)",
+    )
     keep_adapters: bool = Field(False, description="save each adapter in peft format under the run dir")
 
     @property
