@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerBase
 
-from seal.models import LoadedModel, _contiguous_input
+from seal.config import ModelConfig
+from seal.models import LoadedModel, _contiguous_input, default_device, load_tokenizer_view, resolve_dtype
 
 _LLAMA3_ROPE = {"rope_type": "llama3", "low_freq_factor": 1.0, "high_freq_factor": 4.0}
 
@@ -139,3 +140,22 @@ def random_model(
     if head is not None:
         head.register_forward_pre_hook(_contiguous_input)
     return LoadedModel(model=model, tokenizer=tokenizer, name=f"random:{name}", chat=False)
+
+
+class RandomModelSource:
+    """A model source for an executor (`seal.cluster.LocalExecutor`): the known shape `name` with random weights
+    and the embedded model's tokenizer, built on the default device the first time it is needed."""
+
+    def __init__(self, name: str, dtype: str = "auto", **overrides):
+        shape(name)  # an unknown name fails here, not in the first unit of work
+        self.name, self.dtype, self.overrides, self.lm = name, dtype, overrides, None
+
+    def __call__(self) -> LoadedModel:
+        if self.lm is None:
+            device = default_device()
+            tokenizer = load_tokenizer_view(ModelConfig()).tokenizer
+            self.lm = random_model(self.name, tokenizer, resolve_dtype(self.dtype, device), device, **self.overrides)
+        return self.lm
+
+    def adapter_files(self) -> list:
+        return []  # no policy rounds on random weights
