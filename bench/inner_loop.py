@@ -30,12 +30,22 @@ and writes JSON.
     python bench/inner_loop.py --refills 1,4        # and each K > 1 with slots refilled from units of 4K plans
     python bench/inner_loop.py --ks 5 --refills 4 --plans 10 --sample 2 --epochs 2  # quicker
     python bench/inner_loop.py --targets all        # LoRA on every projection (our default for eval runs)
+    python bench/inner_loop.py --model qwen2.5-7b --ks 1,15,auto --workers 1 --compile
+                                                    # a paper-scale shape with random weights (no download);
+                                                    # auto: the K the memory planner picks; --compile: each
+                                                    # engine row again with adapt.compile, in the same run
+
+`--model` names the embedded SmolLM2 or a known shape (`seal.engine.shapes.SHAPES`: llama-3.2-1b,
+qwen2.5-7b, llama-3.1-8b, ...) built from its public config with random weights and the embedded
+tokenizer's vocabulary; `--tiny` scales such a shape down to one layer of width 64 (a smoke test of
+the code path, not a measurement).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -46,7 +56,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "squad"
+DATA = Path(os.environ.get("SEAL_SHARED_DATA", ROOT.parent / "shared" / "data")) / "squad"
+# a known shape scaled down to a smoke test of the code path (--tiny)
+TINY = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4}
+TINY |= {"num_key_value_heads": 2}
 
 
 def matmul_peak(dtype: torch.dtype, device: str, seconds: float = 3.0) -> float:
@@ -126,7 +139,9 @@ def worker_facts(lm, _item) -> dict:
     from seal.engine.adapters import AdapterBank
 
     bank = AdapterBank.installed(lm.model)
+    plans = lm.model.__dict__.get("_seal_slot_plans", {})
     return {
+        "slot_plan": next((plan.summary() for plan in plans.values()), None),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         "train_flops_per_token": bank.train_flops_per_token() if bank is not None else None,
@@ -134,17 +149,30 @@ def worker_facts(lm, _item) -> dict:
     }
 
 
-def run_one(mode: str, k: int, refill: int, workers: int, args: argparse.Namespace, targets: list[str]) -> dict:
-    """One configuration, in this process (workers = 1) or on worker processes that split this
-    machine's threads (`executor.kind: processes`)."""
-    from seal.cluster import make_executor
-    from seal.config import AdaptConfig, AnswerConfig, ExecutorConfig, LoraConfig, ModelConfig
-    from seal.engine import loop
-    from seal.engine.training import tokenize_documents
+def model_source(args: argparse.Namespace, dtype: str):
+    """What the configurations run on: the embedded model, or a known shape with random weights."""
+    from seal.config import ModelConfig
+    from seal.engine.shapes import RandomModelSource
     from seal.models import ModelOnDemand
 
+    if args.model == "embedded":
+        return ModelOnDemand(ModelConfig(name="embedded", dtype=dtype))
+    return RandomModelSource(args.model, dtype, **(TINY if args.tiny else {}))
+
+
+def run_one(
+    mode: str, k: int | str, refill: int, workers: int, compiled: bool, args: argparse.Namespace, targets: list[str]
+) -> dict:
+    """One configuration, in this process (workers = 1) or on worker processes that split this
+    machine's threads (`executor.kind: processes`); k may be "auto" (the memory planner's K)."""
+    from seal.cluster import make_executor
+    from seal.config import AdaptConfig, AnswerConfig, ExecutorConfig, LoraConfig
+    from seal.engine import loop
+    from seal.engine.training import tokenize_documents
+    from seal.experiments.steps import resolve_slots
+
     baseline = mode == "baseline"
-    model = ModelOnDemand(ModelConfig(name="embedded", dtype="float32" if baseline else "auto"))
+    model = model_source(args, "float32" if baseline else "auto")
     threads = max(1, torch.get_num_threads() // workers)
     executor = make_executor(
         ExecutorConfig(kind="processes" if workers > 1 else "local", workers=workers, cpus_per_worker=threads), model
@@ -156,15 +184,17 @@ def run_one(mode: str, k: int, refill: int, workers: int, args: argparse.Namespa
         refill=refill,
         engine="peft" if baseline else "batched",
         lora=LoraConfig(targets=targets),
+        compile=compiled,
+        max_auto_slots=args.max_auto_slots,
     )
-    answer = AnswerConfig()
+    answer = AnswerConfig(max_new_tokens=args.answer_tokens)
     jobs = build_jobs(lm, args.plans)
     size = {j.key: args.epochs * sum(len(ids) for ids, _ in tokenize_documents(lm, j.documents, adapt)) for j in jobs}
-    if k < args.sample_below:  # one self-edit at a time: a stratified sample of the same plans
+    executor.start()  # models loaded (and slots planned) before the clock starts, as for every row
+    adapt = resolve_slots(executor, adapt)
+    if adapt.slots < args.sample_below:  # one self-edit at a time: a stratified sample of the same plans
         jobs = stratified(jobs, [size[j.key] for j in jobs], args.sample)
     train_tokens = sum(size[j.key] for j in jobs)
-
-    executor.start()  # models loaded before the clock starts, as for every row
     began = time.perf_counter()
     spent = [s for _, s in executor.map(adapt_timed, loop.work_batches(jobs, adapt), adapt, answer)]
     total = time.perf_counter() - began
@@ -179,7 +209,10 @@ def run_one(mode: str, k: int, refill: int, workers: int, args: argparse.Namespa
     )
     result = {
         "mode": mode,
-        "k": 1 if baseline else k,
+        "k": 1 if baseline else adapt.slots,
+        "planned": k == "auto",
+        "slot_plan": facts[0]["slot_plan"],
+        "compile": compiled,
         "refill": None if baseline else refill,
         "workers": workers,
         "threads_per_worker": threads,
@@ -205,7 +238,13 @@ def run_one(mode: str, k: int, refill: int, workers: int, args: argparse.Namespa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ks", default="1,5,15")
+    parser.add_argument("--ks", default="1,5,15", help="engine slots K; auto: as the memory planner picks")
+    parser.add_argument("--model", default="embedded", help="embedded, or a known shape with random weights")
+    parser.add_argument("--tiny", action="store_true", help="the --model shape at one layer of width 64 (smoke)")
+    parser.add_argument("--compile", action="store_true", help="each engine row again with adapt.compile")
+    parser.add_argument("--max-auto-slots", type=int, default=64, help="the most slots K=auto may pick")
+    parser.add_argument("--answer-tokens", type=int, default=64, help="greedy answer length (paper: 64)")
+    parser.add_argument("--peak-seconds", type=float, default=3.0, help="time spent measuring each matmul peak")
     parser.add_argument("--refills", default="1", help="engine units of K x refill plans, e.g. 1,4 (1: K at a time)")
     parser.add_argument(
         "--workers", default="1,2", help="engine worker processes, splitting this machine's threads, e.g. 1,2"
@@ -228,29 +267,53 @@ def main() -> None:
 
     targets = ALL_PROJECTIONS if args.targets == "all" else args.targets.split(",")
     if args.one:
-        mode, k, refill, workers = args.one.split(":")
-        print(json.dumps(run_one(mode, int(k), int(refill), int(workers), args, targets)))
+        mode, k, refill, workers, compiled = args.one.split(":")
+        k = k if k == "auto" else int(k)
+        print(json.dumps(run_one(mode, k, int(refill), int(workers), compiled == "1", args, targets)))
         return
-
-    from rich.console import Console
-    from rich.table import Table
 
     from seal.models import default_device, fast_bf16_available
 
     device = default_device()  # where load_model puts the models, so the peaks are of the same hardware
-    peaks = {"float32": matmul_peak(torch.float32, device)}
+    peaks = {"float32": matmul_peak(torch.float32, device, args.peak_seconds)}
     if fast_bf16_available(device):
-        peaks["bfloat16"] = matmul_peak(torch.bfloat16, device)
-    ks, refills = [int(k) for k in args.ks.split(",")], [int(r) for r in args.refills.split(",")]
-    workers = [int(w) for w in args.workers.split(",")]
+        peaks["bfloat16"] = matmul_peak(torch.bfloat16, device, args.peak_seconds)
+    ks, refills = [k if k == "auto" else int(k) for k in args.ks.split(",")], [int(r) for r in args.refills.split(",")]
+    # a random-weight model is built in this process only (worker processes load a model by name)
+    workers = [int(w) for w in args.workers.split(",")] if args.model == "embedded" else [1]
     # refill makes no difference at K=1 (one plan at a time either way)
-    configs = ["baseline:1:1:1"] + [
-        f"engine:{k}:{r}:{w}"
+    configs = ["baseline:1:1:1:0"] + [
+        f"engine:{k}:{r}:{w}:{c}"
+        for c in ((0, 1) if args.compile else (0,))
         for w in workers
         for k in ks
-        for r in (refills if k > 1 else refills[:1])
-        if k > 1 or w == 1
+        for r in (refills if k != 1 else refills[:1])
+        if k != 1 or w == 1
     ]
+    report = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "device": device,
+            "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+        },
+        "model": args.model,
+        "tiny": args.tiny,
+        "settings": {
+            "epochs": args.epochs,
+            "plans": args.plans,
+            "sample": args.sample,
+            "sample_below_k": args.sample_below,
+            "lora_rank": 32,
+            "lora_alpha": 64,
+            "lora_targets": targets,
+            "lr": 1e-3,
+            "answer_tokens": args.answer_tokens,
+        },
+        "matmul_peak_gflops": peaks,
+    }
     rows = []
     for config in configs:
         command = [
@@ -268,44 +331,43 @@ def main() -> None:
             str(args.sample_below),
             "--targets",
             ",".join(targets),
+            "--model",
+            args.model,
+            "--max-auto-slots",
+            str(args.max_auto_slots),
+            "--answer-tokens",
+            str(args.answer_tokens),
+            *(["--tiny"] if args.tiny else []),
         ]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"{config} failed:\n{done.stderr[-4000:]}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"{config}: {rows[-1]['seconds_per_self_edit']:.1f} s per self-edit", file=sys.stderr)
+        write_report(args, report | {"rows": rows})  # what is done survives a run cut short
     base = rows[0]
     for row in rows:
         row["speedup"] = row["self_edits_per_minute"] / base["self_edits_per_minute"]
         row["speedup_per_token"] = base["seconds_per_1k_train_tokens"] / row["seconds_per_1k_train_tokens"]
         if "train_gflops" in row:
             row["train_fraction_of_peak"] = row["train_gflops"] / peaks[row["dtype"]]
-    report = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "device": device,
-            "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
-        },
-        "settings": {
-            "epochs": args.epochs,
-            "plans": args.plans,
-            "sample": args.sample,
-            "sample_below_k": args.sample_below,
-            "lora_rank": 32,
-            "lora_alpha": 64,
-            "lora_targets": targets,
-            "lr": 1e-3,
-            "answer_tokens": 64,
-        },
-        "matmul_peak_gflops": peaks,
-        "rows": rows,
-    }
+    report |= {"rows": rows}
+    write_report(args, report)
+    print_table(args, peaks, rows)
+
+
+def write_report(args: argparse.Namespace, report: dict) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
 
+
+def print_table(args: argparse.Namespace, peaks: dict, rows: list[dict]) -> None:
+    """The rows as a table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(
-        title=f"inner loop, {args.epochs} epochs (matmul peak: "
+        title=f"inner loop, {args.model}{' (tiny)' if args.tiny else ''}, {args.epochs} epochs (matmul peak: "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
         + ")"
     )
@@ -329,6 +391,8 @@ def main() -> None:
     for row in rows:
         table.add_row(
             f"{row['mode']} K={row['k']}"
+            + (" (planned)" if row["planned"] else "")
+            + (" compiled" if row["compile"] else "")
             + (f" refill {row['refill']}" if row["mode"] == "engine" and row["k"] > 1 else "")
             + (f" x{row['workers']} workers" if row["workers"] > 1 else ""),
             row["dtype"],

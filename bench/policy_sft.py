@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -21,7 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "squad" / "synthetic" / "train" / "iter0_train.json"
+SHARED = Path(os.environ.get("SEAL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DATA = SHARED / "squad" / "synthetic" / "train" / "iter0_train.json"
 
 
 def examples(n: int) -> list[tuple[str, str]]:
@@ -30,12 +32,20 @@ def examples(n: int) -> list[tuple[str, str]]:
     return [(self_edit_prompt(p, "implications"), p.completions[0]) for p in load_passages(DATA)[:n]]
 
 
-def run_one(mode: str, n: int) -> dict:
+def run_one(mode: str, n: int, model: str = "embedded", tiny: bool = False, epochs: int = 2) -> dict:
+    """One fine-tune of a fresh policy LoRA on n examples; `model` a known shape with random weights
+    (`seal.engine.shapes`, `tiny`: scaled down to a smoke test) or the embedded model."""
     from seal.config import PolicyConfig
     from seal.models import load_model
 
-    cfg = PolicyConfig(micro_batch_size=2)
-    lm = load_model("embedded")
+    cfg = PolicyConfig(micro_batch_size=2, epochs=epochs)
+    if model == "embedded":
+        lm = load_model("embedded")
+    else:
+        from inner_loop import TINY
+        from seal.engine.shapes import RandomModelSource
+
+        lm = RandomModelSource(model, **(TINY if tiny else {}))()
     pairs = examples(n)
     began = time.perf_counter()
     if mode == "plain":
@@ -92,23 +102,30 @@ def run_one(mode: str, n: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--model", default="embedded", help="embedded, or a known shape with random weights")
+    parser.add_argument("--tiny", action="store_true", help="the --model shape at one layer of width 64 (smoke)")
+    parser.add_argument("--modes", default="plain,trl", help="plain (seal's loop), trl (needs pip install trl)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "policy_sft.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.examples)))
+        print(json.dumps(run_one(args.one, args.examples, args.model, args.tiny, args.epochs)))
         return
     from rich.console import Console
     from rich.table import Table
 
     rows = []
-    for mode in ("plain", "trl"):
-        done = subprocess.run([sys.executable, __file__, "--one", mode, "--examples", str(args.examples)],
-                              capture_output=True, text=True, check=True)  # fmt: skip
+    for mode in args.modes.split(","):
+        command = [sys.executable, __file__, "--one", mode, "--examples", str(args.examples), "--epochs",
+                   str(args.epochs), "--model", args.model, *(["--tiny"] if args.tiny else [])]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"{mode} failed:\n{done.stderr[-4000:]}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2))
-    table = Table(title=f"policy fine-tuning, {args.examples} examples, 2 epochs, batch 10")
+    table = Table(title=f"policy fine-tuning, {args.model}, {args.examples} examples, {args.epochs} epochs, batch 10")
     for column in ("loop", "seconds", "optimiser steps", "loss first", "loss last", "peak RSS GiB"):
         table.add_column(column, justify="right")
     for r in rows:

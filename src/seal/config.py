@@ -7,7 +7,7 @@ default the field's description says so and the paper's value is one flag away.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -92,7 +92,21 @@ class AdaptConfig(Section):
         description="train only on what follows the first occurrence of this text in a document (the release's "
         "end_mask_substring); a document without it is trained on whole",
     )
-    slots: int = Field(15, ge=1, description="adapters trained together in one batched pass (the fast engine)")
+    slots: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        15,
+        description="adapters trained together in one batched pass (the fast engine); auto: the most whose "
+        "training step fits the memory budget, measured on the model once per process (seal.engine.planner)",
+    )
+    memory_budget_gib: float | None = Field(
+        None,
+        gt=0,
+        description="slots: auto: memory a training step may take, GiB (the bank and its activations; the model "
+        "already loaded is not counted); None: memory_fraction of the free GPU memory, or of the available RAM",
+    )
+    memory_fraction: float = Field(
+        0.8, gt=0, le=1, description="slots: auto without memory_budget_gib: the share of free memory to plan for"
+    )
+    max_auto_slots: int = Field(64, ge=1, description="slots: auto picks at most this many")
     refill: int = Field(
         1,
         ge=1,
@@ -102,11 +116,18 @@ class AdaptConfig(Section):
     engine: Literal["batched", "peft"] = Field(
         "batched", description="batched multi-adapter engine, or one fresh peft adapter per plan (baseline)"
     )
+    compile: bool = Field(
+        False,
+        description="torch.compile the model for the engine's training steps, packed lengths padded to a few "
+        "buckets so it compiles once per bucket; the adapters and attention stay eager (off until measured to pay)",
+    )
     keep_adapters: bool = Field(False, description="save each adapter in peft format under the run dir")
 
     @property
     def unit(self) -> int:
         """Plans per unit of work of one bank (`refill`)."""
+        if self.slots == "auto":
+            raise ValueError("adapt.slots is 'auto': resolve it on the model first (seal.engine.planner.resolved)")
         return self.slots * self.refill
 
 

@@ -36,6 +36,7 @@ from seal.domains import knowledge
 from seal.domains.knowledge import Passage, Question
 from seal.engine import routing
 from seal.engine.adapters import AdapterBank, SavedAdapter
+from seal.engine.planner import resolved
 from seal.engine.sampling import generate
 from seal.engine.training import TrainJob, train_adapters
 from seal.errors import DataError, LibraryError
@@ -325,7 +326,8 @@ class Memory:
         self_edits = index["pending"]["self_edits"]
         plans = [knowledge.plan(d, self_edits[i], cfg.variant, cfg.split_lines) for i, d in todo]
         jobs = [TrainJob(p.documents, stable_seed(cfg.seed, i)) for (i, _), p in zip(todo, plans)]
-        bank = AdapterBank.attach(lm.model, cfg.adapt.lora, min(cfg.adapt.slots, len(jobs)))
+        adapt = resolved(lm, cfg.adapt)
+        bank = AdapterBank.attach(lm.model, adapt.lora, min(adapt.slots, len(jobs)))
 
         def finished(slot: int, j: int) -> None:
             (entry_id, document), directory = todo[j], self.dir / ENTRIES_DIR / todo[j][0]

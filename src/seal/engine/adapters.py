@@ -153,14 +153,21 @@ class MultiLoraLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        route = self.routing
-        if route.ids is None:
+        if self.routing.ids is None:
             return out
+        return out + self._delta(x).view_as(out)
+
+    # Left out of a compiled step (`adapt.compile`): the routing is Python state that changes at every batch,
+    # and every change would compile the graph anew.
+    @torch.compiler.disable
+    def _delta(self, x: torch.Tensor) -> torch.Tensor:
+        """The routed adapters' update of this layer's output, for each sequence its own slot's."""
+        route = self.routing
         a, b = self._slot_weights(x.dtype)
         if self.dropout and self.training:
             x = nn.functional.dropout(x, self.dropout)
         if route.lengths is None:
-            return out + torch.matmul(torch.matmul(x, a), b)
+            return torch.matmul(torch.matmul(x, a), b)
         slots, in_features, rank = a.shape
         if _grouped_mm_works(x.device, x.dtype, in_features, rank, b.shape[-1]):
             # Packed, each sequence through its own slot only: the block mask below computes
@@ -168,12 +175,11 @@ class MultiLoraLinear(nn.Module):
             # layer's own at K=15), which costs a compute-bound CPU a tenth of a step.
             offsets = route.offsets()
             h = nn.functional.grouped_mm(x.reshape(-1, in_features), a, offs=offsets)
-            return out + nn.functional.grouped_mm(h, b, offs=offsets).view_as(out)
+            return nn.functional.grouped_mm(h, b, offs=offsets)
         # Packed, every token through all routed slots' A at once, then a block mask keeps each
         # token's own slot: three large ops per layer instead of two small matmuls per sequence.
         h = x.reshape(-1, in_features) @ a.transpose(0, 1).reshape(in_features, slots * rank)
-        delta = (h * route.block_mask(rank, x.dtype)) @ b.reshape(slots * rank, -1)
-        return out + delta.view_as(out)
+        return (h * route.block_mask(rank, x.dtype)) @ b.reshape(slots * rank, -1)
 
 
 class AdapterBank:

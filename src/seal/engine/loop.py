@@ -21,6 +21,7 @@ import torch
 from seal.config import AdaptConfig, AnswerConfig, JudgeConfig
 from seal.engine.adapters import AdapterBank
 from seal.engine.plain import train_peft_adapter
+from seal.engine.planner import resolved
 from seal.engine.scoring import Probe, regroup, score_probes
 from seal.engine.training import TrainJob, TrainStats, train_adapters
 from seal.models import LoadedModel
@@ -135,6 +136,7 @@ def adapt_batch(
     """
     if adapt.engine == "peft":
         return [adapt_one_peft(lm, job, adapt, answer, judge, adapter_dir) for job in batch]
+    adapt = resolved(lm, adapt)
     bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
     began = time.perf_counter()
     records: dict[int, list[dict]] = {}
@@ -192,5 +194,6 @@ def adapt_and_score(
 ) -> Iterator[list[AdaptResult]]:
     """Yields the results of each batch as soon as it is done; batches whose every key is in `skip`
     are left out (already done: resuming)."""
+    adapt = resolved(lm, adapt)
     for batch in work_batches(jobs, adapt, skip):
         yield adapt_batch(lm, batch, adapt, answer, judge, adapter_dir)

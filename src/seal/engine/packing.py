@@ -111,6 +111,7 @@ class _Layout:
 _layout: _Layout | None = None  # the packed batch now in the model
 
 
+@torch.compiler.disable  # its layout is Python state that changes at every batch (see MultiLoraLinear._delta)
 def packed_attention(
     module,
     query,

@@ -147,17 +147,51 @@ class _Adapter:
         return learning_rate(cfg, self.job.lr or cfg.lr, (len(self.losses) - 1) // self.grad_accum, optimiser_steps)
 
 
-def _packed_losses(lm: LoadedModel, bank: AdapterBank, slots: list[int], batch_docs: list[list]) -> torch.Tensor:
+def bucket(tokens: int) -> int:
+    """The packed length a compiled step pads `tokens` to: the next of 64, 96, 128, 192, 256, ... (2^n and
+    1.5 x 2^n), so a step computes at most a third more than its tokens and a run compiles a few shapes."""
+    size = 64
+    while size < tokens:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
+
+
+COMPILED_SHAPES = 32  # distinct buckets a compiled model may see before torch falls back to eager (default 8)
+
+
+def compiled(model: torch.nn.Module) -> torch.nn.Module:
+    """The model compiled for packed training steps (once per model and process), for static shapes: a step
+    padded to its `bucket` reuses the graph of the last step of that bucket. The adapters' routing and the
+    packed attention run eagerly between the compiled parts (see MultiLoraLinear._delta)."""
+    if "_seal_compiled" not in model.__dict__:  # not as an attribute: that would register it as a submodule
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILED_SHAPES)
+        model.__dict__["_seal_compiled"] = torch.compile(model, dynamic=False)
+    return model.__dict__["_seal_compiled"]
+
+
+def _packed_losses(
+    lm: LoadedModel, bank: AdapterBank, slots: list[int], batch_docs: list[list], compile: bool = False
+) -> torch.Tensor:
     """Forward pass over one packed batch (slot i's documents through its adapter) and each slot's loss:
-    the mean over the trained tokens of its documents in the step (HF's loss of a padded batch)."""
+    the mean over the trained tokens of its documents in the step (HF's loss of a padded batch). Compiled,
+    the batch ends with a padding sequence up to its `bucket`: trained on nothing, attending only to
+    itself, so the losses and gradients are those of the batch without it."""
     owners = [s for s, docs in zip(slots, batch_docs) for _ in docs]
-    batch = pack([d for docs in batch_docs for d in docs], lm.device)
-    with bank.route(owners, batch["lengths"]), packed_forward(lm.model, batch["lengths"]):
+    sequences = [d for docs in batch_docs for d in docs]
+    tokens = sum(len(ids) for ids, _ in sequences)
+    if compile and bucket(tokens) > tokens:
+        padding = bucket(tokens) - tokens
+        sequences.append(([lm.tokenizer.pad_token_id] * padding, [False] * padding))
+    batch = pack(sequences, lm.device)
+    model = compiled(lm.model) if compile else lm.model
+    routed = owners + owners[:1] * (len(sequences) - len(owners))
+    with bank.route(routed, batch["lengths"]), packed_forward(lm.model, batch["lengths"]):
         # squeeze, not [0]: select's backward would allocate and copy a second (tokens x vocab) tensor
-        logits = lm.model(
+        logits = model(
             input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
         ).logits.squeeze(0)
-    totals, counts = sequence_token_losses(logits, batch["labels"], batch["segment"], len(owners))
+    totals, counts = sequence_token_losses(logits, batch["labels"], batch["segment"], len(sequences))
+    totals, counts = totals[: len(owners)], counts[: len(owners)]
     owner_index = torch.tensor([i for i, docs in enumerate(batch_docs) for _ in docs], device=lm.device)
     total = torch.zeros(len(slots), device=lm.device).index_add(0, owner_index, totals)
     count = torch.zeros(len(slots), device=lm.device).index_add(0, owner_index, counts)
@@ -233,7 +267,7 @@ def train_adapters(
             owned = [running[s] for s in slots]  # the job each active slot trains
             training = [adapters[j] for j in owned]
             batch_docs = [[a.documents[d] for d in a.steps[len(a.losses)]] for a in training]
-            losses = _packed_losses(lm, bank, slots, batch_docs)
+            losses = _packed_losses(lm, bank, slots, batch_docs, cfg.compile)
             optimiser.zero_grad([s for s, a in zip(slots, training) if a.starts_a_step])
             with warnings.catch_warnings():
                 # The bank's gradients are strided views into one buffer on purpose (see AdapterBank.__init__).

@@ -21,6 +21,7 @@ from seal.domains.arc.grids import Task, load_tasks
 from seal.domains.arc.selfedit import ArcPlan, parse_self_edit, self_edit_prompt
 from seal.engine.adapters import AdapterBank
 from seal.engine.loop import job_batches, train_and_score
+from seal.engine.planner import resolved
 from seal.engine.sampling import generate
 from seal.engine.scoring import regroup
 from seal.engine.structured import Constraint, regex_constraint
@@ -32,6 +33,7 @@ from seal.experiments.steps import (
     mean,
     progress_bar,
     resample_self_edits,
+    resolve_slots,
     sample_self_edits,
     stable_seed,
     training_tokens,
@@ -131,7 +133,8 @@ def in_context_work(lm: LoadedModel, item: tuple[Task, int], cfg: ArcRunConfig) 
 def adapt_work(lm: LoadedModel, batch: list[ArcJob], cfg: ArcRunConfig) -> list[dict]:
     """Test-time training of one adapter per job, `adapt.slots` at a time, and voted predictions of
     each adapted model, `adapt.slots` models per batched pass."""
-    bank = AdapterBank.attach(lm.model, cfg.adapt.lora, cfg.adapt.slots)
+    adapt = resolved(lm, cfg.adapt)
+    bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
     began = time.perf_counter()
     train_jobs = [TrainJob(j.documents, stable_seed(cfg.seed, j.key), j.plan.lr, j.plan.epochs) for j in batch]
     seeds = [stable_seed(cfg.seed, "views", j.key) for j in batch]
@@ -226,7 +229,8 @@ class ArcSteps:
         )  # fmt: skip
         # a self-edit chooses its epochs: group plans by the optimiser steps they take
         valid = [j for j in jobs if j.plan.valid]
-        batches = job_batches(valid, self.cfg.adapt.unit, done, steps=lambda j: len(j.documents) * j.plan.epochs)
+        unit = resolve_slots(self.executor, self.cfg.adapt).unit
+        batches = job_batches(valid, unit, done, steps=lambda j: len(j.documents) * j.plan.epochs)
         tokens = {j.key: training_tokens(lm, j.documents, j.plan.epochs, self.cfg.adapt) for b in batches for j in b}
         label = f"{label} ({len(valid)} plans)"
         begin_phase(self.store, label, "adapt", "answers", [item.key for item in items])

@@ -26,7 +26,15 @@ from seal.domains.knowledge import Passage
 from seal.engine.loop import AdaptJob, adapt_batch, work_batches
 from seal.engine.scoring import Probe, regroup, score_probes
 from seal.errors import DataError
-from seal.experiments.steps import TrainingProgress, mean, progress_bar, sample_self_edits, stable_seed, training_tokens
+from seal.experiments.steps import (
+    TrainingProgress,
+    mean,
+    progress_bar,
+    resolve_slots,
+    sample_self_edits,
+    stable_seed,
+    training_tokens,
+)
 from seal.models import LoadedModel
 from seal.stats import bootstrap_ci, paired_difference
 from seal.status import begin_phase
@@ -178,7 +186,7 @@ class KnowledgeSteps:
             )
             for item in items
         ]
-        batches = work_batches(jobs, self.adapt_cfg, done)
+        batches = work_batches(jobs, resolve_slots(self.executor, self.adapt_cfg), done)
         adapter_dir = self.store.dir / "adapters" if self.adapt_cfg.keep_adapters else None
         tokens = {
             j.key: training_tokens(lm, j.documents, self.adapt_cfg.epochs, self.adapt_cfg) for b in batches for j in b

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from seal.cluster import Executor
 from seal.config import AdaptConfig, ModelConfig, SamplingConfig, Section
+from seal.engine.planner import planned_slots
 from seal.engine.sampling import generate
 from seal.engine.structured import regex_constraint
 from seal.engine.training import reporting, tokenize_documents
@@ -81,6 +82,15 @@ def estimated_seconds(model_cfg: ModelConfig, tokens: int) -> float | None:
         return None
     params = model_parameters(model_cfg)
     return None if params is None else tokens / (CPU_TOKENS_PER_SECOND_135M * 135e6 / params)
+
+
+def resolve_slots(executor: Executor, adapt: AdaptConfig) -> AdaptConfig:
+    """`adapt` with `slots: auto` planned where the model is (one unit of work on the executor, planned once per
+    process holding the model), so that plans are cut into units of the size the banks will have."""
+    if adapt.slots != "auto" or adapt.engine == "peft":
+        return adapt
+    ((_, slots),) = list(executor.map(planned_slots, [None], adapt))
+    return adapt.model_copy(update={"slots": slots})
 
 
 def training_tokens(lm: LoadedModel, documents: list, epochs: int, adapt: AdaptConfig) -> int:
