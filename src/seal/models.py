@@ -75,10 +75,19 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def bos(self) -> str:
+        """The text of the token this tokenizer puts first (Gemma's and Llama 3's <bos>), or "": a
+        prompt is tokenized as written, and without it Gemma 3 repeats itself ("France of France of")."""
+        ids = self.tokenizer("a").input_ids
+        first = self.tokenizer.bos_token_id
+        return self.tokenizer.bos_token if first is not None and ids and ids[0] == first else ""
+
     def format_prompt(self, text: str) -> str:
-        """The string the model continues: the raw prompt, or a one-turn chat ready for the reply."""
+        """The string the model continues: the raw prompt after the tokenizer's own first token, or a
+        one-turn chat ready for the reply (its template writes that token itself)."""
         if not self.chat:
-            return text
+            return self.bos + text
         return self.tokenizer.apply_chat_template(
             [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
         )

@@ -89,9 +89,8 @@ def predict(
 ) -> list[list]:
     """Voted attempts per test input of each task; task i's views routed to slots[i] when given."""
     t_cfg = cfg.ttt
-    bos = lm.tokenizer.bos_token if _adds_bos(lm.tokenizer) else ""
     all_views = [views_of(task, t_cfg, seed) for task, seed in zip(tasks, seeds)]
-    prompts = [bos + v.prompt for views in all_views for v in views]
+    prompts = [lm.bos + v.prompt for views in all_views for v in views]
     rows = None if slots is None else [s for s, views in zip(slots, all_views) for _ in views]
     budget = max(_output_budget(lm, cfg, task) for task in tasks)
     outputs = generate(lm, prompts, max_new_tokens=budget, batch_size=t_cfg.batch_size, bank=bank, slots=rows)
@@ -240,11 +239,6 @@ class ArcSteps:
             for batch, records in self.executor.map(adapt_work, batches, self.cfg):
                 self.store.put_many("answers", [(j.key, r | {"tokens": tokens[j.key]}) for j, r in zip(batch, records)])
                 progress.unit_done(unit_of[id(batch)])
-
-
-def _adds_bos(tokenizer) -> bool:
-    ids = tokenizer("a").input_ids
-    return tokenizer.bos_token_id is not None and bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
 # --- summaries ---------------------------------------------------------------------------------------
