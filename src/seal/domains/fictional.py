@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from seal.domains.fictional_blocked import BLOCKED
-from seal.domains.knowledge import DataError
+from seal.domains.knowledge import read_passage_list
 
 Kind = Literal["person", "town", "organisation", "invention"]
 KINDS: tuple[str, ...] = ("person", "town", "organisation", "invention")
@@ -535,14 +535,7 @@ def excluded_words(paths: Iterable[str | Path]) -> set[str]:
     words: set[str] = set()
     for path in paths:
         path = Path(path)
-        if not path.exists():
-            raise DataError(f"{path}: no such file (given to exclude)")
-        try:
-            records = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
-        if not isinstance(records, list):
-            raise DataError(f"{path}: expected a JSON list of passages")
+        records = read_passage_list(path, missing="no such file (given to exclude)")
         for record in records:
             if not isinstance(record, dict):
                 continue

@@ -78,18 +78,25 @@ def parse_passage(record: object, where: str, index: int) -> Passage:
     return Passage(title, context, questions, completions, index)
 
 
-def load_passages(path: str | Path) -> list[Passage]:
-    """Passages in the SEAL format: a JSON list of {title, context, questions: [{question, answer}]},
-    optionally with `completions` (self-edits written elsewhere)."""
-    path = Path(path)
+def read_passage_list(path: Path, missing: str = "no such file") -> list:
+    """The JSON list a passage file holds, unchecked inside; a missing file, invalid JSON or another
+    top-level value is one `DataError` naming the file (`missing`: what to say of a missing one)."""
     if not path.exists():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: {missing}")
     try:
         records = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of passages")
+    return records
+
+
+def load_passages(path: str | Path) -> list[Passage]:
+    """Passages in the SEAL format: a JSON list of {title, context, questions: [{question, answer}]},
+    optionally with `completions` (self-edits written elsewhere)."""
+    path = Path(path)
+    records = read_passage_list(path)
     if not records:
         raise DataError(f"{path}: holds no passages")
     return [parse_passage(r, f"{path}: record {i}", i) for i, r in enumerate(records)]

@@ -164,20 +164,14 @@ def sample_self_edits(
         console: where the progress bar is drawn.
         grammar: a regex every self-edit must match (constrained sampling), or None.
     """
-    batches = [wanted[s : s + sampling.batch_size] for s in range(0, len(wanted), sampling.batch_size)]
+    batches = _in_batches(wanted, sampling.batch_size)
     done = store.keys("self_edits")
     todo = [(b, batch) for b, batch in enumerate(batches) if any(key(prefix, k) not in done for k, _ in batch)]
     if not todo:
         return
     label = f"{prefix}: writing self-edits"
     begin_phase(store, label, "sample", "self_edits", [key(prefix, k) for k, _ in wanted])
-    with progress_bar(console) as progress:
-        task = progress.add_task(label, total=sum(len(b) for _, b in todo))
-        for (_, batch), texts in executor.map(sample_work, todo, sampling, seed, prefix, grammar):
-            store.put_many(
-                "self_edits", [(key(prefix, k), {"prompt": x, "text": t}) for (k, x), t in zip(batch, texts)]
-            )
-            progress.advance(task, len(batch))
+    _sample_into_store(store, executor, todo, label, prefix, prefix, sampling, seed, console, grammar, {})
 
 
 def resample_self_edits(
@@ -209,24 +203,45 @@ def resample_self_edits(
         if not planned:
             return
         redo = [(k, prompts[k]) for k in planned]
-        batches = [redo[s : s + sampling.batch_size] for s in range(0, len(redo), sampling.batch_size)]
+        batches = _in_batches(redo, sampling.batch_size)
         sampled = store.all("self_edits")
         todo = [
             (b, batch)
             for b, batch in enumerate(batches)
             if any(sampled[key(prefix, k)].get("attempt", 0) < attempt for k, _ in batch)
         ]
-        with progress_bar(console) as progress:
-            task = progress.add_task(
-                f"{prefix}: sampling {len(redo)} self-edits again (attempt {attempt})",
-                total=sum(len(b) for _, b in todo),
-            )
-            for (_, batch), texts in executor.map(sample_work, todo, sampling, seed, f"{prefix}#{attempt}", grammar):
-                store.put_many(
-                    "self_edits",
-                    [(key(prefix, k), {"prompt": x, "text": t, "attempt": attempt}) for (k, x), t in zip(batch, texts)],
-                )
-                progress.advance(task, len(batch))
+        label = f"{prefix}: sampling {len(redo)} self-edits again (attempt {attempt})"
+        seed_prefix = f"{prefix}#{attempt}"
+        _sample_into_store(
+            store, executor, todo, label, prefix, seed_prefix, sampling, seed, console, grammar, {"attempt": attempt}
+        )
+
+
+def _in_batches(items: list, size: int) -> list[list]:
+    return [items[s : s + size] for s in range(0, len(items), size)]
+
+
+def _sample_into_store(
+    store: RunStore,
+    executor: Executor,
+    todo: list[tuple[int, list[tuple[str, str]]]],
+    label: str,
+    prefix: str,
+    seed_prefix: str,
+    sampling: SamplingConfig,
+    seed: int,
+    console: Console,
+    grammar: str | None,
+    extra: dict,
+) -> None:
+    """Sample the (batch index, batch) items of `todo` (each batch seeded by seed, seed_prefix and its index)
+    and file each batch's self-edits under `prefix` in one transaction, with `extra` fields."""
+    with progress_bar(console) as progress:
+        task = progress.add_task(label, total=sum(len(b) for _, b in todo))
+        for (_, batch), texts in executor.map(sample_work, todo, sampling, seed, seed_prefix, grammar):
+            records = [(key(prefix, k), {"prompt": x, "text": t, **extra}) for (k, x), t in zip(batch, texts)]
+            store.put_many("self_edits", records)
+            progress.advance(task, len(batch))
 
 
 def sample_work(
