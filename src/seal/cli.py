@@ -118,6 +118,15 @@ def fail(message: str) -> typing.NoReturn:
     raise typer.Exit(2)
 
 
+@contextmanager
+def user_errors():
+    """A user's mistake inside the block is one line and exit status 2."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        fail(str(err))
+
+
 def config_field(cls: type[BaseModel], dotted: str):
     """The pydantic field a dotted name reaches, e.g. `sampling.k` of KnowledgeEvalConfig."""
     *sections, name = dotted.split(".")
@@ -262,10 +271,8 @@ def status(
     recent rate, time left in the phase, and the last evaluation's table."""
     from seal.status import show_status
 
-    try:
+    with user_errors():
         show_status(run, console, watch=watch, every=every)
-    except USER_ERRORS as err:
-        fail(str(err))
 
 
 JUDGED_HELP = (
@@ -328,7 +335,7 @@ def data_fictional(
     from seal.domains import fictional
 
     given = {k: v for k, v in {"passages": passages, "seed": seed}.items() if v is not None}
-    try:
+    with user_errors():
         if splits:
             written = fictional.make_split_files(out, cfg=fictional.make_config(config, **given), exclude=exclude or [])
             for name, path in written.items():
@@ -337,8 +344,6 @@ def data_fictional(
         made = fictional.generate(config, exclude=exclude or [], **given)
         fictional.write(out, made)
         console.print(f"{len(made)} passages, {sum(len(p['questions']) for p in made)} questions written to {out}")
-    except USER_ERRORS as err:
-        fail(str(err))
 
 
 @app.command("export")
@@ -353,15 +358,13 @@ def export(
     self-edits in the SEAL release's format (--self-edits FILE reads them as the 'file' condition)."""
     from seal.experiments.export import export_policy, export_self_edits
 
-    try:
+    with user_errors():
         if self_edits:
             n = export_self_edits(run, out, round_, condition)
             console.print(f"{n} passages with their self-edits written to {out}")
         else:
             export_policy(run, out, round_)
             console.print(f"policy written to {out}: load it with --model {out}")
-    except USER_ERRORS as err:
-        fail(str(err))
 
 
 memory_app = typer.Typer(
@@ -371,15 +374,6 @@ memory_app = typer.Typer(
 )
 app.add_typer(memory_app, name="memory")
 LIBRARY_HELP = "the library's directory"
-
-
-@contextmanager
-def user_errors():
-    """A user's mistake inside the block is one line and exit status 2."""
-    try:
-        yield
-    except USER_ERRORS as err:
-        fail(str(err))
 
 
 def _say(text: str) -> None:
