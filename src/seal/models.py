@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import torch
@@ -75,7 +75,7 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    @property
+    @cached_property  # asked once per prompt formatted
     def bos(self) -> str:
         """The text of the token this tokenizer puts first (Gemma's and Llama 3's <bos>), or "": a
         prompt is tokenized as written, and without it Gemma 3 repeats itself ("France of France of")."""
