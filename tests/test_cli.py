@@ -120,6 +120,17 @@ def test_a_run_saved_before_a_config_field_existed_resumes_and_a_changed_value_i
         RunStore(tmp_path, config.model_copy(update={"adapt": config.adapt.model_copy(update={"refill": 2})}))
 
 
+def test_a_run_may_resume_on_another_executor_and_the_saved_config_says_which(tmp_path):
+    from seal.store import CONFIG_FILE, RunStore
+
+    config = KnowledgeEvalConfig()
+    RunStore(tmp_path, config).close()
+    moved = config.model_copy(update={"executor": config.executor.model_copy(update={"kind": "processes", "workers": 1})})
+    RunStore(tmp_path, moved).close()
+    saved = yaml.safe_load((tmp_path / CONFIG_FILE).read_text())
+    assert saved["executor"]["kind"] == "processes" and saved["executor"]["workers"] == 1
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

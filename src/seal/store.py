@@ -41,8 +41,9 @@ CONFIG_FILE = "config.yaml"
 STORE_FILE = "store.sqlite"
 RESULTS_FILE = "results.json"
 LOCK_FILE = "run.lock"
-# Config fields that say how a run is watched, not what it computes: a resumed run may change them.
-WATCHING = {"tracking"}
+# Config fields that say how a run is watched or where its work runs, not what it computes: a resumed
+# run may change them (a run begun on two worker processes may finish on one, or on a Ray cluster).
+NOT_COMPUTED = {"tracking", "executor"}
 WRITES = "writes"  # the counter that numbers the store's writes of records
 # Seconds since the epoch, as SQLite computes it while it writes a row (so a row's time is its commit's).
 NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
@@ -238,12 +239,12 @@ class RunStore:
         except ValidationError:
             pass  # compared as saved: the message below names what differs
         changed = sorted(k for k in set(previous) | set(resolved) if previous.get(k) != resolved.get(k))
-        if set(changed) - WATCHING:
+        if set(changed) - NOT_COMPUTED:
             raise RunConfigMismatch(
                 f"{self.dir} holds a run with a different config (differs in: {', '.join(changed)}); "
                 "use another --out directory to start a new run"
             )
-        if changed and not self.read_only:  # how the run is watched changed: the saved config says how it is now
+        if changed and not self.read_only:  # how it is watched or run changed: the saved config says how it is now
             with atomic_file(config_path) as partial:
                 dump_config(config, partial)
 
