@@ -387,6 +387,17 @@ def test_task_selection_keeps_the_tasks_the_oracle_solves_and_splits_them_into_f
     assert all(max(len(g), len(g[0])) <= 5 for p in tasks[0].train for g in (p.input, p.output))
 
 
+def test_the_kept_tasks_split_in_the_asked_proportion_whatever_their_order():
+    from seal.experiments.arc_select import held_out
+
+    ids = ["5582e5ca", "66e6c45b", "6e02f1e3", "e9afcf9a"]
+    half = held_out(ids, 0.5)
+    assert len(half) == 2 and held_out(ids[::-1], 0.5) == half
+    assert len(held_out(ids, 0.1)) == 1 and len(held_out(ids, 0.9)) == 3  # one task on each side
+    assert held_out(ids[:1], 0.5) == set()  # a single task is for training
+    assert half <= held_out(ids + ["a1", "b2", "c3", "d4"], 0.75)  # the hash order, not a threshold
+
+
 def test_constrained_self_edits_of_the_tiny_model_all_parse_in_a_run(tiny_dir, tmp_path):
     """Unconstrained, the tiny random model writes no valid configuration; constrained, every self-edit
     of the run parses and is trained on."""

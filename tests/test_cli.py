@@ -125,7 +125,9 @@ def test_a_run_may_resume_on_another_executor_and_the_saved_config_says_which(tm
 
     config = KnowledgeEvalConfig()
     RunStore(tmp_path, config).close()
-    moved = config.model_copy(update={"executor": config.executor.model_copy(update={"kind": "processes", "workers": 1})})
+    moved = config.model_copy(
+        update={"executor": config.executor.model_copy(update={"kind": "processes", "workers": 1})}
+    )
     RunStore(tmp_path, moved).close()
     saved = yaml.safe_load((tmp_path / CONFIG_FILE).read_text())
     assert saved["executor"]["kind"] == "processes" and saved["executor"]["workers"] == 1

@@ -528,7 +528,10 @@ class ArcSelectConfig(ArcRunConfig):
     tries: int = Field(2, ge=1, description="oracle test-time trainings per candidate (different seeds)")
     min_solved: int = Field(1, ge=1, description="tries a task must be solved in to be kept")
     eval_fraction: float = Field(
-        0.5, gt=0.0, lt=1.0, description="share of the kept tasks held out for evaluation (a fixed split by id)"
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="share of the kept tasks held out for evaluation (rounded; the first by a hash of id)",
     )
 
 
