@@ -44,7 +44,7 @@ from seal.stats import bootstrap_ci, paired_difference
 from seal.status import begin_phase
 from seal.store import RunStore, key
 
-ARC_HINT = "On a laptop: configs/cpu-arc.yaml (minutes), or configs/cpu-arc-select.yaml (the tasks it can learn)."
+ARC_HINT = "On a laptop: configs/cpu-arc.yaml (minutes), or configs/cpu-tables-arc.yaml (the measured table)."
 
 
 def arc_self_edit_constraint(tokenizer, max_lr: float = 1e-2, max_epochs: int = 10) -> Constraint:
