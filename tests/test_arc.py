@@ -286,8 +286,25 @@ def test_arc_train_completes_a_round_and_fine_tunes_on_the_solving_self_edits(ti
     assert [r["round"] for r in results["rounds"]] == [0, 1]
     train = results["rounds"][1]["train"]
     assert train["pairs"] == 4 and train["invalid"] == 0 and train["sft_examples"] == 1
+    assert train["choices"] == {"lr_median": 1e-3, "lr_median_solved": 1e-3, "lr_median_unsolved": 1e-3,
+                                "epochs_median": 1, "output_loss": 1.0}  # fmt: skip
     assert (out / "policy" / "round-1" / "adapter_config.json").exists()
     assert (out / "report" / "success_by_round.png").exists()
+
+
+def test_a_conditions_choices_say_which_learning_rates_solved_their_task():
+    from seal.experiments.arc_steps import choices
+
+    def record(lr, epochs, strategy, solved):
+        return {"solved": solved, "settings": {"families": ["basic"], "strategy": strategy, "lr": lr, "epochs": epochs}}
+
+    records = [
+        record(2e-3, 3, "all", True), record(4e-3, 1, "all", True), record(1e-5, 2, "output", False),
+        record(1e-4, 3, "all", False), record(3e-4, 2, "all", False), {"solved": False, "valid": False},
+    ]  # fmt: skip
+    assert choices(records) == {"lr_median": 3e-4, "lr_median_solved": 3e-3, "lr_median_unsolved": 1e-4,
+                                "epochs_median": 2, "output_loss": 0.2}  # fmt: skip
+    assert choices(records[-1:]) is None  # only an invalid plan: nothing was trained
 
 
 # --- the release's views and voting, and resampling ------------------------------------------------------

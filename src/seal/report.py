@@ -332,10 +332,18 @@ def continual_report(results: dict, out: Path) -> str:
 
 def _arc_rows(conditions: dict) -> list[list[str]]:
     return [
-        [name, _rate_cell(c), f"{c['tasks_solved']:.1%}", str(c["pairs"]), str(c["invalid"]),
+        [name, _rate_cell(c), f"{c['tasks_solved']:.1%}", str(c["pairs"]), str(c["invalid"]), *_choice_cells(c),
          _fmt(c["seconds_per_pair"], ".0f"), "; ".join(c["invalid_reasons"])[:120] or "-"]
         for name, c in conditions.items()
     ]  # fmt: skip
+
+
+def _choice_cells(condition: dict) -> list[str]:
+    chosen = condition.get("choices")
+    if not chosen:
+        return ["-", "-"]
+    lrs = [_fmt(chosen[k], ".1e") for k in ("lr_median", "lr_median_solved", "lr_median_unsolved")]
+    return [f"{lrs[0]} ({lrs[1]} / {lrs[2]})", _fmt(chosen["epochs_median"], "g")]
 
 
 def _rate_cell(condition: dict) -> str:
@@ -351,6 +359,8 @@ ARC_HEADER = [
     "tasks solved",
     "pairs",
     "invalid",
+    "median lr (solved / not)",
+    "median epochs",
     "s/pair",
     "invalid because",
 ]

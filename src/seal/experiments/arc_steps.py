@@ -7,6 +7,7 @@ Record keys: `{phase}/{task}/{i}` for the i-th self-edit for a task in a phase (
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -146,10 +147,14 @@ def adapt_work(lm: LoadedModel, batch: list[ArcJob], cfg: ArcRunConfig) -> list[
     stats = train_and_score(lm, bank, train_jobs, cfg.adapt, score)
     share = (time.perf_counter() - began) / len(batch)
     return [
-        _record(j.task, attempts[s], valid=True, plan=j.plan.raw, examples=len(j.documents), steps=len(stats.losses[s]),
-                loss=stats.first_last(s), seconds=share)
+        _record(j.task, attempts[s], valid=True, plan=j.plan.raw, settings=_settings(j.plan), examples=len(j.documents),
+                steps=len(stats.losses[s]), loss=stats.first_last(s), seconds=share)
         for s, j in enumerate(batch)
     ]  # fmt: skip
+
+
+def _settings(plan: ArcPlan) -> dict:
+    return {"families": list(plan.families), "strategy": plan.strategy, "lr": plan.lr, "epochs": plan.epochs}
 
 
 class ArcSteps:
@@ -260,6 +265,27 @@ def condition_summary(answers: dict[str, dict], prefix: str, tasks: list[Task]) 
         "seconds_per_pair": mean(seconds) if seconds else None,
         "per_task": {task: [r["solved"] for r in rs] for task, rs in per_task.items()},
         "invalid_reasons": sorted({r["reason"] for r in pairs if not r["valid"]}),
+        "choices": choices(pairs),
+    }
+
+
+def choices(records: list[dict]) -> dict | None:
+    """What the trained plans chose, and the learning rates of those that solved their task and those that did
+    not: where a policy's success comes from, and what a ReST-EM round moved (None before any plan trained)."""
+    chosen = [(r["settings"], r["solved"]) for r in records if "settings" in r]
+    if not chosen:
+        return None
+
+    def median_lr(solved: bool | None) -> float | None:
+        lrs = [s["lr"] for s, ok in chosen if solved is None or ok == solved]
+        return statistics.median(lrs) if lrs else None
+
+    return {
+        "lr_median": median_lr(None),
+        "lr_median_solved": median_lr(True),
+        "lr_median_unsolved": median_lr(False),
+        "epochs_median": statistics.median(s["epochs"] for s, _ in chosen),
+        "output_loss": mean([float(s["strategy"] == "output") for s, _ in chosen]),
     }
 
 
