@@ -353,6 +353,24 @@ def test_readme_refit_command_reproduces_the_shipped_verdict_weights(shared_data
     assert refit["weights"] == pytest.approx(shipped["weights"], abs=1e-6)
 
 
+def test_readme_cross_fitted_arc_command_trains_on_the_evaluation_tasks_and_evaluates_on_the_training_tasks(
+    tiny_dir, tmp_path, monkeypatch
+):
+    block = next(b for b in readme_blocks("bash") if "tables-arc-swapped" in b)
+    args = shlex.split(block.replace("\\\n", " "))
+    assert args[:5] == ["python3", "-m", "seal", "arc", "train"]
+    args[args.index("--out") + 1] = str(tmp_path / "run")
+    monkeypatch.chdir(ROOT)
+    small = ["--model", str(tiny_dir), *SMALL["arc train"], "--set", "model.dtype=float32"]
+    result = runner.invoke(app, args[3:] + small)
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config["train_data"]["challenges"] == "data/arc-cpu/eval_challenges.json"
+    assert config["eval_data"]["solutions"] == "data/arc-cpu/train_solutions.json"
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["n_train_tasks"] == 2 and results["n_eval_tasks"] == 2
+
+
 def test_kept_adapters_load_with_peft_and_reproduce_the_adapted_answers(tiny_dir, passages_file, tmp_path):
     from peft import PeftModel
 
