@@ -4,7 +4,16 @@ import math
 
 import pytest
 
-from seal.stats import bootstrap_ci, format_ci, paired_difference
+from seal.stats import (
+    bootstrap_ci,
+    contexts_for_power,
+    difference_sd,
+    format_ci,
+    paired_difference,
+    paired_variance_components,
+    signal_to_noise,
+)
+from seal.stats import reward_reliability as reliability
 
 
 def test_interval_of_a_three_value_sample_matches_its_exact_bootstrap_distribution():
@@ -59,3 +68,52 @@ def test_paired_difference_leaves_out_contexts_missing_from_either_side_and_refu
 def test_format():
     assert format_ci({"mean": 0.5, "lo": 0.25, "hi": 0.75, "n": 4}) == "0.500 [0.250, 0.750]"
     assert format_ci({"mean": 0.1, "lo": -0.05, "hi": 0.2, "n": 4}, signed=True) == "+0.100 [-0.050, +0.200]"
+
+
+def test_reward_reliability_against_a_case_worked_out_by_hand():
+    """Two contexts, three self-edits each. Run one: [0, 1, 2], [1, 1, 3]; run two: [1, 0, 2], [2, 1, 0].
+    Pooled x = 0 1 2 1 1 3 (mean 4/3), y = 1 0 2 2 1 0 (mean 1): sum of products of deviations
+    (-4/3)(0) + (-1/3)(-1) + (2/3)(1) + (-1/3)(1) + (-1/3)(0) + (5/3)(-1) = -1; sum of squares x: 48/9 = 16/3,
+    y: 4; r = -1 / sqrt(16/3 x 4) = -0.2165. Best self-edit: context 1 index 2 in both runs (same), context 2
+    index 2 against index 0 (different): same_best 1/2, chance 1/3."""
+    out = reliability([[0, 1, 2], [1, 1, 3]], [[1, 0, 2], [2, 1, 0]])
+    assert out["correlation"] == pytest.approx(-1 / math.sqrt(16 / 3 * 4))
+    assert out["same_best"] == 0.5 and out["chance_best"] == pytest.approx(1 / 3)
+    assert out["n_self_edits"] == 6 and out["n_contexts"] == 2
+
+
+def test_reward_reliability_leaves_out_a_context_whose_best_is_tied():
+    out = reliability([[1, 1, 0], [0, 2]], [[0, 1, 0], [0, 1]])
+    assert out["n_contexts"] == 1 and out["same_best"] == 1.0
+    with pytest.raises(ValueError, match="same self-edits"):
+        reliability([[1, 2]], [[1, 2, 3]])
+
+
+def test_signal_to_noise_against_a_case_worked_out_by_hand():
+    """One context, two self-edits, two repeats each: [0, 2] and [4, 6]. Means 1 and 5: variance between (ddof 1)
+    (1-3)^2 + (5-3)^2 = 8; within: each pair has variance 2, so within_sd = sqrt(2), between_sd = sqrt(8) = 2 sqrt 2,
+    ratio 2."""
+    out = signal_to_noise([[[0, 2], [4, 6]]])
+    assert out["between_sd"] == pytest.approx(math.sqrt(8))
+    assert out["within_sd"] == pytest.approx(math.sqrt(2))
+    assert out["ratio"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="two repeats"):
+        signal_to_noise([[[1.0], [2.0]]])
+
+
+def test_contexts_for_power_matches_the_normal_formula():
+    """sd 0.2, effect 0.05, 80% power at 95%: ((1.95996 + 0.84162) x 4)^2 = 125.6 -> 126 contexts."""
+    assert contexts_for_power(0.2, 0.05) == 126
+    assert contexts_for_power(0.2, 0.10) == 32  # a doubled effect needs a quarter: 31.4 -> 32
+    with pytest.raises(ValueError, match="positive effect"):
+        contexts_for_power(0.2, 0.0)
+
+
+def test_variance_components_recover_the_parts_of_a_paired_difference():
+    """Two contexts, two self-edits a side. Context 1: a [1, 3] b [0, 0]; context 2: a [2, 2] b [1, 3].
+    Within: (2 + 0) and (0 + 2), mean 2; mean differences 2 - 0 = 2 and 2 - 2 = 0, observed variance 2;
+    the averages contribute mean(2/2 + 0, 0 + 2/2) = 1, so between_var = 1; at 4 self-edits a side the
+    difference's sd is sqrt(1 + 2/4)."""
+    parts = paired_variance_components([[1, 3], [2, 2]], [[0, 0], [1, 3]])
+    assert parts["between_var"] == pytest.approx(1.0) and parts["within_var"] == pytest.approx(2.0)
+    assert difference_sd(parts["between_var"], parts["within_var"], 4) == pytest.approx(math.sqrt(1.5))
