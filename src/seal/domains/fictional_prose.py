@@ -36,7 +36,6 @@ from seal.domains.fictional import (
     config_from,
     excluded_words,
     words_in,
-    write,
     write_splits,
 )
 
@@ -778,7 +777,7 @@ class _Ref:
         self.noun = noun
         he, his, him, man = ("she", "her", "her", "woman") if female else ("he", "his", "him", "man")
         self.he, self.his, self.him, self.man = he, his, him, man
-        self.He, self.His, self.Him = he.capitalize(), his.capitalize(), him.capitalize()
+        self.He, self.His = he.capitalize(), his.capitalize()
 
     @property
     def a(self) -> str:
@@ -1007,6 +1006,3 @@ def make_split_files(
     base = make_config(cfg)
     configs = {name: make_config(base, **fields) for name, fields in (splits or DEFAULT_SPLITS).items()}
     return write_splits(out_dir, configs, generate, exclude)
-
-
-__all__ = ["GENRES", "RELATIONS", "ProseConfig", "generate", "make_config", "make_split_files", "write"]
