@@ -483,3 +483,22 @@ def test_data_fictional_writes_the_same_file_for_the_same_seed_and_refuses_a_bad
     bad.write_text("min_facts: 6\nmax_facts: 4\n")
     result = runner.invoke(app, ["data", "fictional", "-c", str(bad), "--out", str(tmp_path / "d.json")])
     assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output
+
+
+def test_data_fictional_prose_command_in_its_readme_reproduces_the_shipped_files(tmp_path):
+    readme = (ROOT / "data" / "fictional-prose" / "README.md").read_text()
+    block = re.search(r"## Regenerate\s+```bash\n(.*?)```", readme, re.S).group(1)
+    args = shlex.split(block.replace("\\\n", " "))
+    assert args[:4] == ["PYTHONPATH=src", "python3", "-m", "seal"]
+    args = [str(tmp_path) if a == "data/fictional-prose" else str(ROOT / a) if a.startswith("data/") else a
+            for a in args[4:]]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for split in ("eval", "val", "train"):
+        shipped = ROOT / "data" / "fictional-prose" / f"{split}.json"
+        assert (tmp_path / f"{split}.json").read_bytes() == shipped.read_bytes(), f"{shipped}: regenerate it"
+    one = tmp_path / "one.json"
+    result = runner.invoke(app, ["data", "fictional", "--style", "prose", "--passages", "2", "--out", str(one)])
+    assert result.exit_code == 0 and len(json.loads(one.read_text())) == 2
+    result = runner.invoke(app, ["data", "fictional", "--style", "verse", "--out", str(one)])
+    assert result.exit_code == 2 and "--style is facts or prose" in result.output and "Traceback" not in result.output

@@ -328,20 +328,32 @@ def data_fictional(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML of generator fields")] = None,
     exclude: Annotated[Optional[list[Path]], typer.Option(help="passage files whose words no name may use")] = None,
     splits: Annotated[bool, typer.Option("--splits", help="the shipped eval, val and train files, in order")] = False,
+    style: Annotated[
+        str,
+        typer.Option(
+            help="facts: short declarative sentences (data/fictional); prose: natural prose in varied genres "
+            "(data/fictional-prose)"
+        ),
+    ] = "facts",
 ) -> None:
     """Passages about invented people, towns, organisations and inventions, with closed-book questions
     (the SEAL passage format, so every command reads them). Deterministic by seed; no two passages share
-    an entity; --exclude keeps a new file entity-disjoint from earlier ones."""
-    from seal.domains import fictional
+    an entity; --exclude keeps a new file entity-disjoint from earlier ones. --style prose writes
+    encyclopedia entries, obituaries, news items, letters... with forward, reverse and two-hop questions."""
+    from seal.domains import fictional, fictional_prose
 
+    if style not in ("facts", "prose"):
+        fail(f"--style is facts or prose, not {style!r}")
+    generator = fictional_prose if style == "prose" else fictional
     given = {k: v for k, v in {"passages": passages, "seed": seed}.items() if v is not None}
     with user_errors():
         if splits:
-            written = fictional.make_split_files(out, cfg=fictional.make_config(config, **given), exclude=exclude or [])
+            cfg = generator.make_config(config, **given)
+            written = generator.make_split_files(out, cfg=cfg, exclude=exclude or [])
             for name, path in written.items():
                 console.print(f"{name}: {path}")
             return
-        made = fictional.generate(config, exclude=exclude or [], **given)
+        made = generator.generate(config, exclude=exclude or [], **given)
         fictional.write(out, made)
         console.print(f"{len(made)} passages, {sum(len(p['questions']) for p in made)} questions written to {out}")
 

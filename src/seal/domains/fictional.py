@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -33,6 +33,7 @@ from seal.domains.knowledge import read_passage_list
 
 Kind = Literal["person", "town", "organisation", "invention"]
 KINDS: tuple[str, ...] = ("person", "town", "organisation", "invention")
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 MAX_PASSAGES = 1000  # each invented word is used once: the supply of names runs out past about 3000 passages
 
 
@@ -85,13 +86,45 @@ class FictionalConfig(BaseModel):
         return self
 
 
-def _validation_message(err: ValidationError) -> str:
+def _validation_message(err: ValidationError, model: type[BaseModel], label: str) -> str:
     first = err.errors()[0]
     where = ".".join(map(str, first["loc"]))
     if first["type"] == "extra_forbidden":
-        return f"fictional config: unknown field '{where}'; fields are {', '.join(FictionalConfig.model_fields)}"
+        return f"{label}: unknown field '{where}'; fields are {', '.join(model.model_fields)}"
     message = first["msg"].removeprefix("Value error, ")
-    return f"fictional config: {message}" if not where else f"fictional config: field '{where}': {message}"
+    return f"{label}: {message}" if not where else f"{label}: field '{where}': {message}"
+
+
+def config_from(
+    model: type[ConfigT], label: str, source: BaseModel | Mapping[str, Any] | str | Path | None, **overrides: Any
+) -> ConfigT:
+    """A validated generator config of type `model` from a config, a mapping, a YAML file or nothing (the
+    defaults), with overrides; `label` names the config in error messages ("fictional config")."""
+    if isinstance(source, BaseModel):
+        data: Any = source.model_dump()
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as err:
+            raise FictionalConfigError(f"{path}: cannot read ({err.strerror})") from None
+        except yaml.YAMLError as err:
+            raise FictionalConfigError(f"{path}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            got = type(data).__name__
+            raise FictionalConfigError(f"{path}: expected a mapping of {label} fields, got {got}")
+    elif source is None:
+        data = {}
+    elif isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        raise FictionalConfigError(f"{label}: expected a mapping, got {type(source).__name__}")
+    try:
+        return model.model_validate({**data, **overrides})
+    except ValidationError as err:
+        raise FictionalConfigError(_validation_message(err, model, label)) from None
 
 
 def make_config(
@@ -107,31 +140,7 @@ def make_config(
         FictionalConfigError: one message naming the problem (unknown key, min above max, negative count,
             a YAML file that is not a mapping or not YAML).
     """
-    if isinstance(source, FictionalConfig):
-        data: Any = source.model_dump()
-    elif isinstance(source, (str, Path)):
-        path = Path(source)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as err:
-            raise FictionalConfigError(f"{path}: cannot read ({err.strerror})") from None
-        except yaml.YAMLError as err:
-            raise FictionalConfigError(f"{path}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            got = type(data).__name__
-            raise FictionalConfigError(f"{path}: expected a mapping of fictional config fields, got {got}")
-    elif source is None:
-        data = {}
-    elif isinstance(source, Mapping):
-        data = dict(source)
-    else:
-        raise FictionalConfigError(f"fictional config: expected a mapping, got {type(source).__name__}")
-    try:
-        return FictionalConfig.model_validate({**data, **overrides})
-    except ValidationError as err:
-        raise FictionalConfigError(_validation_message(err)) from None
+    return config_from(FictionalConfig, "fictional config", source, **overrides)
 
 
 # --- names -----------------------------------------------------------------------------------------
@@ -158,7 +167,7 @@ _ORG_TYPES = ("Company", "Society", "Guild", "Trading House", "Bank")
 _DEVICE_NOUNS = ("lamp", "loom", "pump", "engine", "clock", "lens", "compass", "kettle", "valve", "drill", "stove")
 
 
-class _Names:
+class Names:
     """Invented words, each handed out once, never a word of the templates or of an excluded file."""
 
     def __init__(self, rng: Random, taken: set[str]):
@@ -471,7 +480,7 @@ def _assign_reverse(rng: Random, plans: list[_Plan], fraction: float) -> None:
         fact.reverse = True
 
 
-def _render(rng: Random, plan: _Plan, names: _Names) -> dict:
+def _render(rng: Random, plan: _Plan, names: Names) -> dict:
     names.new_passage()
     main = names.entity(plan.kind)
     entities = [main]
@@ -518,12 +527,16 @@ def _render(rng: Random, plan: _Plan, names: _Names) -> dict:
 _WORD = re.compile(r"[A-Za-z]+")
 
 
+def words_in(texts: Iterable[str]) -> set[str]:
+    """Every word (lower case) of the texts: what an invented name must never be."""
+    return {w.lower() for text in texts for w in _WORD.findall(text)}
+
+
 def _template_words() -> set[str]:
-    words = {w.lower() for w in _ORG_TYPES + _DEVICE_NOUNS}
+    texts = [*_ORG_TYPES, *_DEVICE_NOUNS]
     for relation in RELATIONS:
-        for template in relation.a_first + relation.b_first + relation.ask_b + relation.ask_a:
-            words.update(w.lower() for w in _WORD.findall(template))
-    return words
+        texts += [*relation.a_first, *relation.b_first, *relation.ask_b, *relation.ask_a]
+    return words_in(texts)
 
 
 def excluded_words(paths: Iterable[str | Path]) -> set[str]:
@@ -543,9 +556,7 @@ def excluded_words(paths: Iterable[str | Path]) -> set[str]:
             questions = [q for q in record.get("questions") or [] if isinstance(q, dict)]
             texts += [q.get(k) for q in questions for k in ("question", "answer")]
             texts += [e.get("name") for e in record.get("entities") or [] if isinstance(e, dict)]
-            for text in texts:
-                if isinstance(text, str):
-                    words.update(w.lower() for w in _WORD.findall(text))
+            words |= words_in(text for text in texts if isinstance(text, str))
     return words
 
 
@@ -571,7 +582,7 @@ def generate(
     rng.shuffle(kinds)
     plans = [_plan(rng, kind, cfg) for kind in kinds]
     _assign_reverse(rng, plans, cfg.reverse_fraction)
-    names = _Names(rng, _template_words() | excluded_words(exclude))
+    names = Names(rng, _template_words() | excluded_words(exclude))
     return [_render(rng, plan, names) for plan in plans]
 
 
@@ -611,11 +622,22 @@ def make_split_files(
         Split name -> the path written.
     """
     base = make_config(cfg)
+    configs = {name: make_config(base, passages=n, seed=seed) for name, (n, seed) in (splits or DEFAULT_SPLITS).items()}
+    return write_splits(out_dir, configs, generate, exclude)
+
+
+def write_splits(
+    out_dir: str | Path,
+    configs: Mapping[str, ConfigT],
+    generator: Callable[..., list[dict]],
+    exclude: Iterable[str | Path] = (),
+) -> dict[str, Path]:
+    """`<out_dir>/<split>.json` for each split's config, in order, each generated by `generator(cfg, exclude=...)`
+    with every earlier split (and `exclude`) excluded, so the files share no entity."""
     out_dir = Path(out_dir)
     done: list[Path] = []
     written: dict[str, Path] = {}
-    for name, (passages, seed) in (splits or DEFAULT_SPLITS).items():
-        split_cfg = make_config(base, passages=passages, seed=seed)
-        written[name] = write(out_dir / f"{name}.json", generate(split_cfg, exclude=[*exclude, *done]))
+    for name, split_cfg in configs.items():
+        written[name] = write(out_dir / f"{name}.json", generator(split_cfg, exclude=[*exclude, *done]))
         done.append(written[name])
     return written
