@@ -75,9 +75,11 @@ def test_reward_reliability_against_a_case_worked_out_by_hand():
     Pooled x = 0 1 2 1 1 3 (mean 4/3), y = 1 0 2 2 1 0 (mean 1): sum of products of deviations
     (-4/3)(0) + (-1/3)(-1) + (2/3)(1) + (-1/3)(1) + (-1/3)(0) + (5/3)(-1) = -1; sum of squares x: 48/9 = 16/3,
     y: 4; r = -1 / sqrt(16/3 x 4) = -0.2165. Best self-edit: context 1 index 2 in both runs (same), context 2
-    index 2 against index 0 (different): same_best 1/2, chance 1/3."""
+    index 2 against index 0 (different): same_best 1/2, chance 1/3. Centred on their context's mean: x = -1 0 1
+    -2/3 -2/3 4/3, y = 0 -1 1 1 0 -1: products 0 0 1 -2/3 0 -4/3 sum -1; squares x 2 + 24/9 = 14/3, y 4."""
     out = reliability([[0, 1, 2], [1, 1, 3]], [[1, 0, 2], [2, 1, 0]])
     assert out["correlation"] == pytest.approx(-1 / math.sqrt(16 / 3 * 4))
+    assert out["within_correlation"] == pytest.approx(-1 / math.sqrt(14 / 3 * 4))
     assert out["same_best"] == 0.5 and out["chance_best"] == pytest.approx(1 / 3)
     assert out["n_self_edits"] == 6 and out["n_contexts"] == 2
 

@@ -97,7 +97,9 @@ def reward_reliability(first: Sequence[Sequence[float]], second: Sequence[Sequen
         first, second: per context, the reward of each of its self-edits (same contexts, same self-edits, in the
             same order) from run one and run two.
     Returns:
-        {"correlation": Pearson correlation of the two runs over all self-edits, "same_best": the share of
+        {"correlation": Pearson correlation of the two runs over all self-edits, "within_correlation": the same
+        with each run's rewards centred on their context's mean (what selection within a context sees; a
+        reward that only tells passages apart has a high correlation and none within), "same_best": the share of
         contexts (with two or more self-edits and a unique best in both runs) whose best self-edit is the same in
         both runs, "chance_best": that share if the best were drawn at random (mean of 1/k), "n_self_edits",
         "n_contexts": the contexts counted in same_best}.
@@ -106,6 +108,8 @@ def reward_reliability(first: Sequence[Sequence[float]], second: Sequence[Sequen
         raise ValueError("reward_reliability needs the same self-edits of the same contexts from both runs")
     xs = [float(x) for rs in first for x in rs]
     ys = [float(y) for rs in second for y in rs]
+    centred_x = [float(x) - float(np.mean(rs)) for rs in first for x in rs]
+    centred_y = [float(y) - float(np.mean(rs)) for rs in second for y in rs]
     agree, chance = [], []
     for a, b in zip(first, second):
         if len(a) < 2 or _ties_at_top(a) or _ties_at_top(b):
@@ -114,6 +118,7 @@ def reward_reliability(first: Sequence[Sequence[float]], second: Sequence[Sequen
         chance.append(1 / len(a))
     return {
         "correlation": _pearson(xs, ys),
+        "within_correlation": _pearson(centred_x, centred_y),
         "same_best": math.fsum(agree) / len(agree) if agree else math.nan,
         "chance_best": math.fsum(chance) / len(chance) if chance else math.nan,
         "n_self_edits": len(xs),
