@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 # The hub is unreachable here: fail fast instead of retrying (read when huggingface_hub is imported).
@@ -72,6 +73,21 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.fail(f"shared data not found at {SHARED_DATA}; set SEAL_SHARED_DATA")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def seal_data(tmp_path_factory) -> Iterator[Path]:
+    """The data directory of every test (and of the commands they start): the data sets fetched from the
+    shared mirror, by `seal data fetch NAME --from MIRROR` as a user without internet would."""
+    from seal.datasets import DATA_ENV, DATASETS, fetch
+
+    directory = tmp_path_factory.mktemp("seal-data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(DATA_ENV, str(directory))
+        if SHARED_DATA.exists():
+            for name in DATASETS:
+                fetch(name, mirror=SHARED_DATA)
+        yield directory
 
 
 @pytest.fixture

@@ -337,13 +337,40 @@ def test_readme_python_api_examples_run(tiny_dir, tmp_path, monkeypatch):
     assert last < first and isinstance(namespace["result"].probes[0]["answer"], str)
 
 
+def readme_commands(block: str, mirror: Path) -> list[list[str]]:
+    """A README block's commands, each split into its arguments; a `seal data fetch` reads the data from the
+    tests' mirror (`--from`), as it would from the internet."""
+    commands = []
+    for line in block.replace("\\\n", " ").strip().splitlines():
+        args = shlex.split(line, comments=True)
+        if args[:3] == ["seal", "data", "fetch"]:
+            args += ["--from", str(mirror)]
+        commands.append(args)
+    return commands
+
+
+def test_readme_squad_eval_command_fetches_its_data_then_runs(shared_data, tiny_dir, tmp_path, monkeypatch):
+    block = next(b for b in readme_blocks("bash") if "runs/my-eval" in b)
+    fetch, command = readme_commands(block, shared_data)
+    monkeypatch.setenv("SEAL_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(ROOT)
+    assert runner.invoke(app, fetch[1:]).exit_code == 0
+    args = command[1:]
+    args[args.index("--out") + 1] = str(tmp_path / "run")
+    args[args.index("--model") + 1] = str(tiny_dir)
+    args[args.index("--passages") + 1] = "1"
+    result = runner.invoke(app, args + KNOWLEDGE_SMALL + ["--set", "model.dtype=float32"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["n_passages"] == 1
+
+
 def test_readme_refit_command_reproduces_the_shipped_verdict_weights(shared_data, tmp_path, monkeypatch):
     from seal.grading.verdict import WEIGHTS_FILE
 
     block = next(b for b in readme_blocks("bash") if "--fit " in b)
-    assignment, command = block.replace("\\\n", " ").strip().splitlines()
-    name, value = assignment.split("=", 1)
-    args = shlex.split(command.replace("$" + name, value).replace("../shared/data", str(shared_data)))
+    fetch, args = readme_commands(block, shared_data)
+    monkeypatch.setenv("SEAL_DATA", str(tmp_path / "data"))
+    assert runner.invoke(app, fetch[1:]).exit_code == 0
     assert args[:2] == ["seal", "grade-check"]
     args[args.index("--fit") + 1] = str(tmp_path / "weights.json")
     monkeypatch.chdir(ROOT)

@@ -12,7 +12,14 @@ import torch
 from ray.cluster_utils import Cluster
 
 from seal import cluster as seal_cluster
-from seal.config import ArcEvalConfig, ExecutorConfig, KnowledgeTrainConfig, ModelConfig, load_config
+from seal.config import (
+    ArcEvalConfig,
+    ExecutorConfig,
+    KnowledgeEvalConfig,
+    KnowledgeTrainConfig,
+    ModelConfig,
+    load_config,
+)
 from seal.engine.loop import adapt_batch
 from seal.experiments.arc import ArcEval
 from seal.experiments.knowledge_train import KnowledgeTrain
@@ -214,3 +221,32 @@ def test_an_arc_evaluation_runs_on_a_pool(executor, request, one_thread, tiny_di
     remote = ArcEval(arc_cfg(tiny_dir, executor), tmp_path / executor).run()
     assert remote["conditions"]["oracle"]["pairs"] == 2
     assert close(local["conditions"], remote["conditions"])
+
+
+def test_worker_processes_report_the_tokens_they_train_before_their_unit_of_work_comes_back(
+    tiny_dir, passages3, tmp_path, monkeypatch
+):
+    """Two worker processes, one unit of two plans each: the bar and `seal status` move while they train."""
+    from seal.experiments import steps
+    from seal.experiments.knowledge_eval import KnowledgeEval
+    from seal.status import format_status, read_status
+
+    events = []
+    record = steps.record_training
+    monkeypatch.setattr(steps, "record_training", lambda *a: (events.append(("tokens", a[2])), record(*a)))
+    unit_done = steps.TrainingProgress.unit_done
+    monkeypatch.setattr(steps.TrainingProgress, "unit_done", lambda self, u: (events.append(("unit", u)),
+                                                                               unit_done(self, u)))  # fmt: skip
+    sets = [f"model.name={tiny_dir}", f"data={passages3}", "passages=3", "paper_subset=false", "conditions=[passage]",
+            "adapt.epochs=4", "adapt.lora.rank=4", "adapt.slots=2", "answer.max_new_tokens=4", "model.dtype=float32",
+            "executor.kind=processes", "executor.workers=2"]  # fmt: skip
+    run = KnowledgeEval(load_config(KnowledgeEvalConfig, None, sets), tmp_path / "run")
+    assert isinstance(run.executor, seal_cluster.ProcessExecutor)
+    run.run()
+    first_unit = events.index(next(e for e in events if e[0] == "unit"))
+    assert first_unit > 0 and events[0][0] == "tokens" and events[0][1] > 0  # tokens came before any unit
+    phase = read_status(tmp_path / "run").phase
+    trained, total, _ = phase.tokens
+    assert trained == total > 0 and f"trained {total:,} of {total:,} tokens (100%)" in format_status(
+        read_status(tmp_path / "run")
+    )

@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # From the bottom up. A module belongs to the layer of the longest prefix that names it.
 LAYERS = [
-    ["seal.errors", "seal.config", "seal.stats", "seal.report"],  # the ground floor: no model, no run
+    ["seal.errors", "seal.config", "seal.datasets", "seal.stats", "seal.report"],  # the ground floor: no model, no run
     ["seal.store", "seal.models"],
     ["seal.status", "seal.tracking"],  # what a run's records tell while it runs
     ["seal.domains", "seal.grading"],  # what a context, a self-edit, a plan and a grade are

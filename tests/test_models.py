@@ -1,3 +1,10 @@
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -49,3 +56,42 @@ def test_output_layer_gets_a_contiguous_input(tiny_dir):
     batch = lm.tokenizer(["The capital of France", "Paris"], return_tensors="pt", padding=True)
     lm.model.generate(**batch, max_new_tokens=2, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
     assert seen and all(seen)
+
+
+class Hub(BaseHTTPRequestHandler):
+    """A loopback hub: knows no model, and is down (503) for the ids under `down/`."""
+
+    def do_GET(self):
+        down = self.path.startswith("/api/models/down/")
+        self.send_response(503 if down else 404)
+        if not down:
+            self.send_header("X-Error-Code", "RepoNotFound")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_unknown_or_unreachable_hub_id_fails_at_once_in_one_line(tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    script = (
+        "import time\nfrom seal.models import ModelLoadError, load_model\n"
+        "for name in ('foo/bar', 'down/model'):\n"
+        "    start = time.perf_counter()\n"
+        "    try:\n        load_model(name)\n"
+        "    except ModelLoadError as err:\n        print(f'{time.perf_counter() - start:.2f}', err)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env |= {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_HOME": str(tmp_path)}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    server.shutdown()
+    unknown, down = done.stdout.strip().splitlines()
+    assert "'foo/bar': the Hugging Face hub has no such model" in unknown
+    assert "'down/model': the Hugging Face hub is unreachable" in down and "not in the local cache" in down
+    assert all(float(line.split()[0]) < 5 for line in (unknown, down))  # transformers' retries alone take 23 s
+    assert "Retrying" not in done.stderr and "Retry" not in done.stdout

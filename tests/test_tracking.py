@@ -2,6 +2,7 @@
 turns them into events for TensorBoard, W&B (offline) and MLflow (local), each read back here with the tool's
 own reader; a killed and resumed run logs each step once; `seal status` reads a run another process writes."""
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -284,3 +285,19 @@ def test_status_shows_a_running_rest_em_run_from_another_process(tiny_dir, train
     assert "last evaluation (e0), mean [95% interval over contexts]:" in text and "| in-context |" in text
     stopped = runner.invoke(app, ["status", str(out), "--watch"])  # a stopped run: printed once, no refresh
     assert stopped.exit_code == 0 and "state: not running (re-run its command to resume)" in stopped.output
+
+
+def test_status_of_a_phase_whose_units_still_train_tells_its_tokens_and_the_time_they_leave(tmp_path):
+    from seal.status import begin_phase, format_status, record_training
+
+    with RunStore(tmp_path, KnowledgeEvalConfig()) as store:
+        begin_phase(store, "adapting (4 plans)", "adapt", "answers", ["a", "b", "c", "d"])
+        started = time.time()
+        record_training(store, "adapting (4 plans)", 250, 1000)
+    status = read_status(tmp_path, now=started + 60)
+    assert status.phase.done == 0 and status.phase.rate is None and status.phase.tokens[:2] == (250, 1000)
+    left = status.phase.seconds_left()
+    assert left == pytest.approx(3 * (status.phase.tokens[2] - status.phase.started), abs=1e-6)
+    text = format_status(dataclasses.replace(status, holder="pid 1 on here: seal knowledge eval"))
+    assert "0 of 4 self-edits adapted and scored (0%)" in text and "trained 250 of 1,000 tokens (25%)" in text
+    assert "left in this phase" in text and "no estimate yet" not in text

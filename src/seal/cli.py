@@ -316,8 +316,57 @@ def grade_check(
     print_grade_check(console, result, file.name, examples)
 
 
-data_app = typer.Typer(help="Data sets: the fictional-knowledge benchmark.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Data sets by name (SQuAD, the SEAL release's self-edits and results, ARC-AGI) and the fictional benchmark.",
+    no_args_is_help=True,
+)
 app.add_typer(data_app, name="data")
+
+
+def _data_sets_help() -> str:
+    from seal.datasets import DATASETS
+
+    return "; ".join(f"{d.name}: {d.licence}" for d in DATASETS.values())
+
+
+@data_app.command("fetch", help=(
+    "Put data sets in the data directory ($SEAL_DATA, default ~/.cache/seal/data), each file checked against "
+    "the sha256 of the manifest shipped with seal; a file already there is kept, so an interrupted fetch "
+    f"resumes. Data sets and licences: {_data_sets_help()}."
+))  # fmt: skip
+def data_fetch(
+    names: Annotated[list[str], typer.Argument(help="data sets to fetch (seal data list)")],
+    from_: Annotated[
+        Optional[Path], typer.Option("--from", help="a local mirror: DIR/squad/, DIR/reference-results/, DIR/arc/")
+    ] = None,
+    url: Annotated[
+        Optional[str], typer.Option(help="download from this copy of the SEAL release (default: its pinned commit)")
+    ] = None,
+) -> None:
+    from seal.datasets import fetch
+
+    with user_errors():
+        for name in names:
+            done = fetch(name, mirror=from_, url=url, progress=lambda f: console.print(f"  {f.path}", highlight=False))
+            console.print(f"{name}: {done.copied} files fetched, {done.kept} already there, in {done.directory}")
+
+
+@data_app.command("list")
+def data_list(name: Annotated[Optional[str], typer.Argument(help="a data set: list its files")] = None) -> None:
+    """The data sets `seal data fetch` knows: what each holds, its licence, whether it is fetched; with a
+    NAME, its files as a config names them (NAME:PATH)."""
+    from seal.datasets import DATASETS, RELEASE, data_dir, dataset
+
+    with user_errors():
+        chosen = [dataset(name)] if name else list(DATASETS.values())
+    for spec in chosen:
+        present = sum((data_dir() / spec.folder / f.path).is_file() for f in spec.files.values())
+        _say(f"{spec.name}: {spec.description}")
+        _say(f"  licence: {spec.licence}; {len(spec.files)} files, {spec.size / 1e6:.1f} MB, {present} fetched")
+        if name:
+            for f in spec.files.values():
+                _say(f"  {spec.name}:{f.path}  {f.size:,} bytes")
+    _say(f"data directory: {data_dir()}; source: {RELEASE['repository']} at {RELEASE['commit'][:12]}")
 
 
 @data_app.command("fictional")

@@ -15,6 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+PASSAGES_HELP = (
+    "a passages file (SEAL format): a data set's file (squad:squad_val.json, fetched by `seal data fetch squad`) "
+    "or a local path"
+)
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -188,7 +194,7 @@ class KnowledgeRunConfig(Section):
 class KnowledgeEvalConfig(KnowledgeRunConfig):
     """`seal knowledge eval`: the paper's single-passage table."""
 
-    data: str = Field("../shared/data/squad/squad_val.json", description="passages file (SEAL format)")
+    data: str = Field("squad:squad_val.json", description=PASSAGES_HELP)
     passages: int | None = Field(20, description="number of passages; None = all")
     paper_subset: bool = Field(True, description="take the first N after random.seed(42) shuffle")
     conditions: list[str] = Field(
@@ -227,16 +233,14 @@ class PolicyConfig(Section):
 class KnowledgeTrainConfig(KnowledgeRunConfig):
     """`seal knowledge train`: ReST-EM rounds that teach the policy to write better self-edits."""
 
-    train_data: str = Field(
-        "../shared/data/squad/synthetic/train/iter0_train.json", description="training passages (SEAL format)"
-    )
+    train_data: str = Field("squad:synthetic/train/iter0_train.json", description="training passages: " + PASSAGES_HELP)
     train_passages: int | None = Field(50, description="training passages per round; None = all")
     round_passages: Literal["same", "fresh"] = Field(
         "same",
         description="same: every round trains on the first train_passages passages; fresh: round r on the r-th "
         "block of train_passages (the release: round 0 on one set of 50, round 1 on the next)",
     )
-    eval_data: str = Field("../shared/data/squad/squad_val.json", description="held-out passages (SEAL format)")
+    eval_data: str = Field("squad:squad_val.json", description="held-out passages: " + PASSAGES_HELP)
     eval_passages: int | None = Field(20, description="held-out passages (paper subset order); None = all")
     paper_subset: bool = Field(True, description="held-out passages: first N after random.seed(42) shuffle")
     variant: str = Field("implications", description="self-edit prompt (see `seal.domains.knowledge.VARIANTS`)")
@@ -333,7 +337,7 @@ class KnowledgeContinualConfig(KnowledgeRunConfig):
     """`seal knowledge continual`: self-edits applied one passage after another, each merged into the
     model; accuracy on every earlier passage after every step (the paper's forgetting matrix)."""
 
-    data: str = Field("../shared/data/squad/squad_val.json", description="passages file (SEAL format)")
+    data: str = Field("squad:squad_val.json", description=PASSAGES_HELP)
     sequences: int = Field(2, ge=1, description="independent sequences, averaged")
     steps: int = Field(4, ge=1, description="passages per sequence (paper: 8)")
     paper_subset: bool = Field(True, description="draw passages in the paper subset's seed-42 order")
@@ -371,7 +375,7 @@ class KnowledgeCPTConfig(KnowledgeRunConfig):
     """`seal knowledge cpt`: continued pretraining on the self-edits of many passages at once, evaluated
     on all their questions (the paper's n=200 and n=2067 multi-passage settings)."""
 
-    data: str = Field("../shared/data/squad/squad_val.json", description="passages file (SEAL format)")
+    data: str = Field("squad:squad_val.json", description=PASSAGES_HELP)
     passages: int | None = Field(200, description="n passages absorbed together (paper: 200 or all 2067); None = all")
     paper_subset: bool = True
     conditions: list[str] = Field(
@@ -390,14 +394,20 @@ class KnowledgeCPTConfig(KnowledgeRunConfig):
     )
 
 
-ARC_DIR = "../shared/data/arc"
+ARC = "arc-agi:"  # the data set `seal data fetch arc-agi` fetches
 
 
 class ArcDataConfig(Section):
     """ARC tasks in the Kaggle format: a challenges file and, for scoring, its solutions."""
 
-    challenges: str = f"{ARC_DIR}/arc-agi_evaluation_challenges_filtered_1B_eval_set.json"
-    solutions: str | None = f"{ARC_DIR}/arc-agi_evaluation_solutions_filtered_1B_eval_set.json"
+    challenges: str = Field(
+        f"{ARC}arc-agi_evaluation_challenges_filtered_1B_eval_set.json",
+        description="a challenges file: a data set's file (arc-agi:..., fetched by `seal data fetch arc-agi`) or a "
+        "local path",
+    )
+    solutions: str | None = Field(
+        f"{ARC}arc-agi_evaluation_solutions_filtered_1B_eval_set.json", description="its solutions file, the same way"
+    )
     ids: list[str] | None = Field(None, description="task ids to use, in order; None = all, sorted")
     tasks: int | None = Field(None, description="keep the first N tasks; None = all")
 
@@ -416,8 +426,8 @@ class ArcDataConfig(Section):
 class ArcTrainDataConfig(ArcDataConfig):
     """Training tasks: the paper's curated training set unless told otherwise."""
 
-    challenges: str = f"{ARC_DIR}/arc-agi_training_challenges_filtered_1B_training_set.json"
-    solutions: str | None = f"{ARC_DIR}/arc-agi_training_solutions_filtered_1B_training_set.json"
+    challenges: str = f"{ARC}arc-agi_training_challenges_filtered_1B_training_set.json"
+    solutions: str | None = f"{ARC}arc-agi_training_solutions_filtered_1B_training_set.json"
 
 
 class ArcTTTConfig(Section):
@@ -509,12 +519,12 @@ class ArcSelectConfig(ArcRunConfig):
     sources: list[ArcDataConfig] = Field(
         default_factory=lambda: [
             ArcDataConfig(
-                challenges=f"{ARC_DIR}/arc-agi_training_challenges.json",
-                solutions=f"{ARC_DIR}/arc-agi_training_solutions.json",
+                challenges=f"{ARC}arc-agi_training_challenges.json",
+                solutions=f"{ARC}arc-agi_training_solutions.json",
             ),
             ArcDataConfig(
-                challenges=f"{ARC_DIR}/arc-agi_evaluation_challenges.json",
-                solutions=f"{ARC_DIR}/arc-agi_evaluation_solutions.json",
+                challenges=f"{ARC}arc-agi_evaluation_challenges.json",
+                solutions=f"{ARC}arc-agi_evaluation_solutions.json",
             ),
         ],
         description="task files to choose from",

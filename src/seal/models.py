@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 
 import torch
@@ -203,7 +203,36 @@ def resolve_source(name: str) -> str:
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelLoadError(f"model directory {name} does not exist")
-    return name  # a hub id
+    return hub_source(name)
+
+
+HUB_TIMEOUT_S = 10
+
+
+@cache
+def hub_source(name: str) -> str:
+    """A hub id as transformers should load it: the id when the hub knows it, else its copy in the local
+    cache. One request decides, so an unknown id or an unreachable hub without a cached copy is one
+    `ModelLoadError` at once (transformers alone retries each file five times: 25 s of warnings)."""
+    from huggingface_hub import model_info, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        model_info(name, timeout=HUB_TIMEOUT_S)
+        return name
+    except RepositoryNotFoundError:
+        raise ModelLoadError(
+            f"cannot load model {name!r}: the Hugging Face hub has no such model (a private one needs `hf auth login`)"
+        ) from None
+    except Exception as err:  # the hub's HTTP client changes between versions: unreachable is one case
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except LocalEntryNotFoundError:
+        raise ModelLoadError(
+            f"cannot load model {name!r}: the Hugging Face hub is unreachable ({reason}) and the model is not in the "
+            "local cache (use 'embedded', a local model directory, or a reachable hub id)"
+        ) from None
 
 
 def load_model(

@@ -27,6 +27,7 @@ from seal.stats import format_ci
 from seal.store import CONFIG_FILE, LOCK_FILE, RESULTS_FILE, RunStore
 
 PROGRESS = "progress"
+TRAINING = "training"  # a training phase's tokens trained so far, by its label
 EVALUATIONS = "evaluations"
 RATE_WINDOW_S = 600.0  # the recent rate: items finished in the last 10 minutes of the phase
 DONE = {  # what a phase's items are, by its stage
@@ -49,6 +50,12 @@ def begin_phase(store: RunStore, label: str, stage: str, kind: str, keys: list[s
         keys: every item's key, the ones done already included.
     """
     store.put(PROGRESS, label, {"stage": stage, "kind": kind, "keys": list(keys)})
+
+
+def record_training(store: RunStore, label: str, trained: int, total: int) -> None:
+    """How many of a training phase's `total` tokens are trained, now: it moves while units of work train,
+    before any of them writes its records (a unit of work can train for many minutes)."""
+    store.put(TRAINING, label, {"trained": trained, "total": total})
 
 
 def record_evaluation(store: RunStore, name: str, table: Callable[[], dict[str, dict[str, dict]]]) -> None:
@@ -88,9 +95,15 @@ class PhaseProgress:
     started: float
     last_done: float | None  # when its last item was written
     rate: float | None  # items per second over the last RATE_WINDOW_S (None: no item finished in it)
+    tokens: tuple[int, int, float] | None = None  # a training phase's (trained, total, when) tokens, if recorded
 
     def seconds_left(self) -> float | None:
-        return None if not self.rate else (self.total - self.done) / self.rate
+        if self.rate:
+            return (self.total - self.done) / self.rate
+        if self.tokens is not None and self.tokens[0] > 0:  # no item finished lately: the tokens' pace tells
+            trained, total, when = self.tokens
+            return (total - trained) * (when - self.started) / trained
+        return None
 
 
 @dataclass
@@ -165,6 +178,9 @@ def _current_phase(store: RunStore, now: float) -> PhaseProgress | None:
     window_start = max(phase["started"], now - RATE_WINDOW_S)
     recent = [t for t, _ in times.values() if t >= window_start]
     span = now - window_start
+    training, trained_at = store.get(TRAINING, phase["label"]), store.write_times(TRAINING, [phase["label"]])
+    when = trained_at.get(phase["label"], (0.0, 0))[0]
+    tokens = (training["trained"], training["total"], when) if training and when >= phase["started"] else None
     return PhaseProgress(
         label=phase["label"],
         stage=phase["stage"],
@@ -173,6 +189,7 @@ def _current_phase(store: RunStore, now: float) -> PhaseProgress | None:
         started=phase["started"],
         last_done=max((t for t, _ in times.values()), default=None),
         rate=len(recent) / span if recent and span > 0 else None,
+        tokens=tokens,
     )
 
 
@@ -215,14 +232,18 @@ def format_status(status: RunStatus) -> str:
     else:
         share = f" ({phase.done / phase.total:.0%})" if phase.total else ""
         lines.append(f"phase: {phase.label}: {phase.done} of {phase.total} {DONE.get(phase.stage, 'done')}{share}")
+        if phase.tokens is not None and phase.tokens[1]:
+            trained, total, _ = phase.tokens
+            lines.append(f"  trained {trained:,} of {total:,} tokens ({trained / total:.0%})")
         timing = [f"began {duration(status.now - phase.started)} ago"]
         if phase.last_done is not None:
             timing.append(f"last item {duration(status.now - phase.last_done)} ago")
         if status.holder is not None and phase.done < phase.total:
             if phase.rate:
                 timing.append(f"recent rate {phase.rate * 60:.3g} per minute")
+            if phase.seconds_left() is not None:
                 timing.append(f"about {duration(phase.seconds_left())} left in this phase")
-            else:
+            if not phase.rate and phase.seconds_left() is None:
                 timing.append("no item finished lately: no estimate yet")
         lines.append("  " + "; ".join(timing))
     if status.evaluation is not None:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seal.datasets import locate
 from seal.errors import DataError
 from seal.models import LoadedModel
 
@@ -94,8 +95,9 @@ def read_passage_list(path: Path, missing: str = "no such file") -> list:
 
 def load_passages(path: str | Path) -> list[Passage]:
     """Passages in the SEAL format: a JSON list of {title, context, questions: [{question, answer}]},
-    optionally with `completions` (self-edits written elsewhere)."""
-    path = Path(path)
+    optionally with `completions` (self-edits written elsewhere). `path` may name a data set's file
+    (`squad:squad_val.json`, see `seal.datasets`)."""
+    path = locate(path)
     records = read_passage_list(path)
     if not records:
         raise DataError(f"{path}: holds no passages")

@@ -31,12 +31,18 @@ _on_tokens: ContextVar[Callable[[int], None] | None] = ContextVar("seal_training
 @contextmanager
 def reporting(on_tokens: Callable[[int], None]):
     """`on_tokens(n)` is called after every packed step trained in this process, with its tokens (a progress
-    bar's finer steps; work run on worker processes reports only when a unit of work comes back)."""
+    bar's finer steps); a worker process sends its steps' tokens to the driver, which reports them here too."""
     token = _on_tokens.set(on_tokens)
     try:
         yield
     finally:
         _on_tokens.reset(token)
+
+
+def report_tokens(n: int) -> None:
+    """Tell the `reporting` callback of this context, if any, that `n` more tokens were trained."""
+    if (on_tokens := _on_tokens.get()) is not None:
+        on_tokens(n)
 
 
 @dataclass
@@ -279,8 +285,7 @@ def train_adapters(
             optimiser.step([s for s, _ in stepping], [a.learning_rate(cfg) for _, a in stepping], cfg.max_grad_norm)
             step_tokens = sum(len(ids) for docs in batch_docs for ids, _ in docs)
             stats.tokens += step_tokens
-            if (on_tokens := _on_tokens.get()) is not None:
-                on_tokens(step_tokens)
+            report_tokens(step_tokens)
             for slot, j in zip(slots, owned):
                 if adapters[j].done:
                     del running[slot]

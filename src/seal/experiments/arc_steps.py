@@ -239,7 +239,7 @@ class ArcSteps:
         label = f"{label} ({len(valid)} plans)"
         begin_phase(self.store, label, "adapt", "answers", [item.key for item in items])
         unit_tokens = [sum(tokens[j.key] for j in b) for b in batches]
-        with TrainingProgress(self.console, label, unit_tokens, self.cfg.model, ARC_HINT) as progress:
+        with TrainingProgress(self.console, label, unit_tokens, self.cfg.model, ARC_HINT, self.store) as progress:
             unit_of = {id(b): u for u, b in enumerate(batches)}
             for batch, records in self.executor.map(adapt_work, batches, self.cfg):
                 self.store.put_many("answers", [(j.key, r | {"tokens": tokens[j.key]}) for j, r in zip(batch, records)])

@@ -195,7 +195,7 @@ class KnowledgeSteps:
         label = f"{label} ({len(jobs)} plans)"
         begin_phase(self.store, label, "adapt", "answers", [item.key for item in items])
         unit_tokens = [sum(tokens[j.key] for j in b) for b in batches]
-        with TrainingProgress(self.console, label, unit_tokens, self.model_cfg, hint) as progress:
+        with TrainingProgress(self.console, label, unit_tokens, self.model_cfg, hint, self.store) as progress:
             unit_of = {id(b): u for u, b in enumerate(batches)}
             units = self.executor.map(adapt_batch, batches, self.adapt_cfg, self.answer_cfg, self.judge, adapter_dir)
             for batch, results in units:

@@ -8,6 +8,7 @@ module-level function `fn(lm, item, *args)`, so it runs the same in-process or o
 from __future__ import annotations
 
 import statistics
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from seal.engine.sampling import generate
 from seal.engine.structured import regex_constraint
 from seal.engine.training import reporting, tokenize_documents
 from seal.models import LoadedModel, model_parameters
-from seal.status import begin_phase
+from seal.status import begin_phase, record_training
 from seal.store import RunStore, key
 from seal.tracking import Tracker, check_sinks
 
@@ -110,29 +111,54 @@ def warn_if_long(console: Console, what: str, tokens: int, model_cfg: ModelConfi
 
 class TrainingProgress:
     """A progress bar over units of work measured in the tokens they train, so its estimate of the time left
-    holds while a unit trains: in this process it moves at every packed step (`seal.engine.training.reporting`),
-    with worker processes when each unit comes back. On a CPU, a phase estimated at over 15 minutes says so
-    before it starts, with a hint."""
+    holds while a unit trains: it moves at every packed step, in this process or in a worker process
+    (`seal.engine.training.reporting`); with a run's `store`, the tokens trained so far are recorded for
+    `seal status` every few seconds. On a CPU, a phase estimated at over 15 minutes says so before it starts,
+    with a hint."""
 
-    def __init__(self, console: Console, label: str, unit_tokens: list[int], model_cfg: ModelConfig, hint: str):
-        self.console, self.label, self.unit_tokens = console, label, unit_tokens
-        self.reported = 0  # tokens reported in this process since the last unit came back
-        warn_if_long(console, label, sum(unit_tokens), model_cfg, hint)
+    RECORD_EVERY_S = 5.0
+
+    def __init__(
+        self,
+        console: Console,
+        label: str,
+        unit_tokens: list[int],
+        model_cfg: ModelConfig,
+        hint: str,
+        store: RunStore | None = None,
+    ):
+        self.console, self.store, self.label, self.unit_tokens = console, store, label, unit_tokens
+        self.total = sum(unit_tokens)
+        self.reported = 0  # tokens reported by the training steps so far, units in flight included
+        self.done = 0  # tokens of the units that came back
+        self.recorded_at = 0.0
+        warn_if_long(console, label, self.total, model_cfg, hint)
 
     def __enter__(self) -> TrainingProgress:
         self.bar = progress_bar(self.console).__enter__()
-        self.task = self.bar.add_task(self.label, total=sum(self.unit_tokens))
+        self.task = self.bar.add_task(self.label, total=self.total)
         self._reporting = reporting(self._tokens)
         self._reporting.__enter__()
         return self
 
+    def _trained(self) -> int:
+        # Units that came back count whole; beyond them, what the steps reported (several units train at once
+        # on worker processes, so the reports run ahead of the units done).
+        return min(self.total, max(self.done, self.reported))
+
+    def _show(self, record: bool) -> None:
+        self.bar.update(self.task, completed=self._trained())
+        if self.store is not None and (record or time.monotonic() - self.recorded_at >= self.RECORD_EVERY_S):
+            record_training(self.store, self.label, self._trained(), self.total)
+            self.recorded_at = time.monotonic()
+
     def _tokens(self, n: int) -> None:
         self.reported += n
-        self.bar.advance(self.task, n)
+        self._show(record=False)
 
     def unit_done(self, unit: int) -> None:
-        self.bar.advance(self.task, max(0, self.unit_tokens[unit] - self.reported))
-        self.reported = 0
+        self.done += self.unit_tokens[unit]
+        self._show(record=True)
 
     def __exit__(self, *exc) -> None:
         self._reporting.__exit__(*exc)

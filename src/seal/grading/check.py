@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seal.config import JudgeConfig
+from seal.datasets import locate
 from seal.domains.knowledge import Passage
 from seal.errors import DataError
 from seal.grading.registry import answer_grader_names, text_graders
@@ -41,8 +42,8 @@ def load_judged(path: str | Path, passages: list[Passage] | None = None) -> list
     baseline/adapter answers and `*_correct` verdicts, e.g. eval/base.json or train/rank_iter0.json),
     a SEAL multi-passage (CPT) result (`server_reply` with `*_texts` and `*_correct`, one per
     question of the evaluated passages, in order: give those `passages`), or a JSONL of
-    {question, gold, answer, verdict}."""
-    path = Path(path)
+    {question, gold, answer, verdict}. `path` may name a data set's file (`seal-results:eval/base.json`)."""
+    path = locate(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     text = path.read_text()

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from seal.datasets import locate
 from seal.errors import DataError
 
 Grid = tuple[tuple[int, ...], ...]
@@ -57,7 +58,7 @@ class Task:
 
 def _read_json(path: str | Path) -> object:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(locate(path).read_text())
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
