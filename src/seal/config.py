@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -440,6 +440,35 @@ class ArcTTTConfig(Section):
     )
     max_output_tokens: int = Field(1024, ge=8, description="cap on a predicted grid's tokens")
     batch_size: int = Field(16, ge=1, description="views decoded per generate() call")
+
+
+class ArcGenConfig(Section):
+    """`seal data arc`: how many generated ARC tasks per split, from which seed, of which families and sizes."""
+
+    seed: int = Field(0, description="the same seed gives the same files")
+    train: int = Field(80, ge=0, description="training tasks")
+    val: int = Field(50, ge=1, description="validation tasks (the landscape and the oracle's choice)")
+    eval: int = Field(120, ge=1, description="evaluation tasks")
+    families: list[str] | None = Field(
+        None, description="transformation families to generate (seal.domains.arc.generate.FAMILIES); None = all"
+    )
+    held_out: list[str] = Field(
+        default_factory=lambda: ["tile", "lines"], description="families with no training task (val and eval only)"
+    )
+    min_side: int = Field(3, ge=2, le=30, description="an input grid is at least this many cells a side")
+    max_side: int = Field(6, ge=3, le=30, description="a grid is at most this many cells a side")
+    min_demonstrations: int = Field(3, ge=2, description="demonstrations per task, at least")
+    max_demonstrations: int = Field(4, ge=2, description="demonstrations per task, at most")
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        if self.min_side > self.max_side:
+            raise ValueError(f"min_side {self.min_side} is above max_side {self.max_side}")
+        if self.min_demonstrations > self.max_demonstrations:
+            raise ValueError(
+                f"min_demonstrations {self.min_demonstrations} is above max_demonstrations {self.max_demonstrations}"
+            )
+        return self
 
 
 class ArcFixedPlan(Section):
