@@ -2,6 +2,7 @@
 disjoint by parameters, the ARC format every `seal arc` command reads; and the self-edit prompt's options."""
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,12 @@ from seal.domains.arc.grammar import arc_self_edit_schema
 from seal.domains.arc.grids import load_tasks
 from seal.domains.arc.selfedit import self_edit_prompt
 from seal.experiments.arc_steps import load_arc
+from test_arc import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "data" / "arc-gen"
 runner = CliRunner()
-SMALL = ["--train", "12", "--val", "10", "--eval", "14"]
+SMALL_SPLITS = ["--train", "12", "--val", "10", "--eval", "14"]
 
 
 def written(out: Path, *args: str) -> dict[str, bytes]:
@@ -28,10 +30,10 @@ def written(out: Path, *args: str) -> dict[str, bytes]:
 
 
 def test_the_same_seed_writes_the_same_files_and_another_seed_other_ones(tmp_path):
-    first = written(tmp_path / "a", "--seed", "3", *SMALL)
+    first = written(tmp_path / "a", "--seed", "3", *SMALL_SPLITS)
     assert set(first) == {f"{s}_{k}.json" for s in generate.SPLITS for k in ("challenges", "solutions", "rules")}
-    assert written(tmp_path / "b", "--seed", "3", *SMALL) == first
-    assert written(tmp_path / "c", "--seed", "4", *SMALL) != first
+    assert written(tmp_path / "b", "--seed", "3", *SMALL_SPLITS) == first
+    assert written(tmp_path / "c", "--seed", "4", *SMALL_SPLITS) != first
 
 
 def split_tasks(folder: Path, split: str):
@@ -133,3 +135,69 @@ def test_the_self_edit_prompt_names_every_option_of_the_schema_and_its_bounds(fo
     for strategy in training["strategy"]["enum"]:
         assert f'"{strategy}":' in text, strategy  # each strategy named with what it does
     assert "at most 0.005" in text and "from 1 to 7" in text
+
+
+def test_the_landscape_scores_each_configuration_per_family_next_to_random_self_edits(tiny_dir, tmp_path, monkeypatch):
+    """Two generated tasks of two families, two fixed configurations and a random self-edit each, on the tiny
+    model. Its predictions solve nothing, so the scaling task is made to count as solved whatever the plan:
+    its family's column must be 100% in every row, the tile family's 0%, and neither has headroom."""
+    from seal.domains.arc import ttt
+
+    real = ttt.solved
+    monkeypatch.setattr(ttt, "solved", lambda task, attempts: task.id.startswith("scale.") or real(task, attempts))
+    out = tmp_path / "landscape"
+    args = ["arc", "landscape", "--model", str(tiny_dir), "--random-plans", "1", "--out", str(out),
+            "--set", "data.ids=[scale.2-2.val017, tile.3-1-mirror.val048]", "--set", "grid.strategies=[output]",
+            "--set", "grid.augmentations=[[], [basic]]", "--set", "grid.lrs=[1e-3]", "--set", "grid.epochs=[1]",
+            "--set", "ttt.max_epochs=2", *TINY]  # fmt: skip
+    monkeypatch.chdir(ROOT)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["tasks_per_family"] == {"scale": 1, "tile": 1}
+    assert [c["label"] for c in results["configs"]] == ["none, output, lr 0.001, 1 ep", "basic, output, lr 0.001, 1 ep"]
+    for row in [*results["configs"], results["random"]]:
+        assert row["pairs"] == 2 and row["per_family"] == {"scale": 1.0, "tile": 0.0}
+    assert all(c["invalid"] == 0 for c in results["configs"])  # a fixed plan always parses
+    assert {f: b["headroom"] for f, b in results["best"].items()} == {"scale": 0.0, "tile": 0.0}
+    assert results["baseline"] == "random" and results["oracle"]["name"] == "grid0"
+    report = (out / "report" / "report.md").read_text()
+    assert "| basic, output, lr 0.001, 1 ep |" in report and "random valid self-edits" in report
+
+    def no_more_work(*args, **kwargs):
+        raise AssertionError("a finished landscape must not redo work")
+
+    monkeypatch.setattr("seal.experiments.arc_steps.train_and_score", no_more_work)
+    assert runner.invoke(app, args).exit_code == 0
+
+
+def test_a_landscape_grid_outside_the_self_edit_bounds_is_one_clear_error(tmp_path):
+    result = runner.invoke(app, ["arc", "landscape", "--set", "grid.lrs=[0.5]", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "grid.lrs: 0.5 is not in (0, ttt.max_lr = 0.01]" in " ".join(result.output.split())
+
+
+def test_the_readme_commands_for_generated_tasks_and_the_landscape_run(tiny_dir, tmp_path, monkeypatch):
+    from test_cli import SMALL, readme_blocks
+
+    block = next(b for b in readme_blocks("bash") if "seal data arc" in b)
+    generate_line, landscape_line = (shlex.split(line) for line in block.strip().splitlines())
+    assert generate_line[3:5] == ["data", "arc"] and landscape_line[3:5] == ["arc", "landscape"]
+    monkeypatch.chdir(ROOT)
+    folder = tmp_path / "arc-gen"
+    generate_line[generate_line.index("--out") + 1] = str(folder)
+    assert runner.invoke(app, [*generate_line[3:], *SMALL_SPLITS]).exit_code == 0
+    landscape_line[landscape_line.index("--out") + 1] = str(tmp_path / "landscape")
+    small = [
+        "--model",
+        str(tiny_dir),
+        *SMALL["arc landscape"],
+        "--set",
+        "model.dtype=float32",
+        "--challenges",
+        str(folder / "val_challenges.json"),
+        "--solutions",
+        str(folder / "val_solutions.json"),
+    ]
+    result = runner.invoke(app, [*landscape_line[3:], *small])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "landscape" / "results.json").read_text())["n_tasks"] == 1

@@ -27,6 +27,7 @@ from seal.cluster import ExecutorFailed
 from seal.config import (
     ArcEvalConfig,
     ArcGenConfig,
+    ArcLandscapeConfig,
     ArcSelectConfig,
     ArcTrainConfig,
     JudgeConfig,
@@ -99,6 +100,12 @@ COMMANDS = [
         "arc", "select", ArcSelectConfig, "seal.experiments.arc_select:ArcSelect",
         "The ARC tasks a model can learn: oracle test-time training on small tasks, the solved ones split.",
         {**SHARED, "candidates": "candidates", "tries": "tries", "max-side": "max_side", **POOL},
+    ),
+    Command(
+        "arc", "landscape", ArcLandscapeConfig, "seal.experiments.arc_landscape:ArcLandscape",
+        "How much the self-edit's choices matter: a grid of fixed configurations and random self-edits, per family.",
+        {**SHARED, "challenges": "data.challenges", "solutions": "data.solutions", "tasks": "data.tasks",
+         "tasks-per-family": "tasks_per_family", "tries": "tries", "random-plans": "random_plans", **POOL},
     ),
     Command(
         "arc", "train", ArcTrainConfig, "seal.experiments.arc:ArcTrain",
