@@ -25,7 +25,7 @@ from seal.cluster import make_executor
 from seal.config import ArcLandscapeConfig
 from seal.domains.arc.generate import FAMILIES, family_of
 from seal.domains.arc.grids import Task
-from seal.domains.arc.selfedit import SWITCHES, plan_json
+from seal.domains.arc.selfedit import STRATEGIES, SWITCHES, plan_json
 from seal.experiments.arc_steps import ArcItem, ArcSteps, condition_summary, load_arc, record_key
 from seal.experiments.steps import Experiment, mean, open_run, stable_seed
 from seal.models import ModelOnDemand
@@ -49,7 +49,7 @@ def random_plan(rng: random.Random, max_lr: float, max_epochs: int) -> Plan:
     """A random valid self-edit (see the module doc)."""
     families = tuple(f for f in SWITCHES.values() if rng.random() < 0.5)
     lr = float(f"{max_lr * 10 ** rng.uniform(-3, 0):.1g}")
-    return families, rng.choice(["all", "output"]), min(lr, max_lr), rng.randint(1, max_epochs)
+    return families, rng.choice(list(STRATEGIES.values())), min(lr, max_lr), rng.randint(1, max_epochs)
 
 
 def per_family_tasks(tasks: list[Task], n: int | None) -> list[Task]:
