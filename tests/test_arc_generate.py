@@ -116,6 +116,7 @@ def test_the_shipped_set_is_what_its_readme_command_writes(tmp_path):
         (["--set", "families=[geometry, spirals]"], "unknown task family 'spirals'"),
         (["--set", "held_out=[gravity]", "--set", "families=[geometry]"], "held_out family 'gravity'"),
         (["--set", "min_side=7"], "min_side 7 is above max_side 6"),
+        (["--max-side", "4"], "family 'crop' needs grids of 5 cells a side"),
     ],
 )
 def test_a_bad_generator_setting_is_one_clear_error(tmp_path, extra, message):

@@ -37,6 +37,7 @@ class Family:
     params: tuple[Params, ...]  # every parameter value, split between train, val and eval
     rule: Callable[[Grid, Params], Grid]
     draw: Draw
+    smallest: int = 3  # its inputs are at least this many cells a side (room for objects, boxes, a patch)
 
 
 # --- grids ---------------------------------------------------------------------------------------------
@@ -227,7 +228,7 @@ def _swap_input(rng: random.Random, params: Params, low: int, high: int) -> Grid
 def _objects_input(rng: random.Random, params: Params, low: int, high: int) -> Grid:
     """Objects of 1-3 cells of one colour (not the rule's), apart from each other, one of the rule's size."""
     size, colour = params
-    h, w = _side(rng, max(low, 4), max(high, 4))
+    h, w = _side(rng, low, high)
     paint = rng.choice([c for c in range(1, 10) if c != colour])
     cells, taken = _blank(h, w), set()
     for n in [size, *[rng.randint(1, 3) for _ in range(rng.randint(2, 4))]]:
@@ -250,7 +251,7 @@ def _objects_input(rng: random.Random, params: Params, low: int, high: int) -> G
 
 def _boxes_input(rng: random.Random, params: Params, low: int, high: int) -> Grid:
     """One or two hollow rectangles (the enclosed regions) and a few loose cells, none of the fill colour."""
-    h, w = _side(rng, max(low, 4), max(high, 4))
+    h, w = _side(rng, low, high)
     palette = [c for c in range(1, 10) if c != params[0]]
     cells, taken = _blank(h, w), set()
     for _ in range(rng.randint(1, 2)):
@@ -276,7 +277,7 @@ def _boxes_input(rng: random.Random, params: Params, low: int, high: int) -> Gri
 def _crop_input(rng: random.Random, params: Params, low: int, high: int) -> Grid:
     """Loose cells of other colours, and a patch of 2-4 x 2-4 cells whose corners hold the crop colour."""
     (colour,) = params
-    h, w = _side(rng, max(low, 5), max(high, 5))
+    h, w = _side(rng, low, high)
     grid = [list(row) for row in _scatter(rng, h, w, 0.2, rng.sample([c for c in range(1, 10) if c != colour], 2))]
     bh, bw = rng.randint(2, min(4, h - 1)), rng.randint(2, min(4, w - 1))
     y, x = rng.randint(0, h - bh), rng.randint(0, w - bw)
@@ -299,7 +300,7 @@ def _small_input(limit: Callable[[Params], tuple[int, int]], density: float) -> 
 
 
 def _seeds_input(rng: random.Random, params: Params, low: int, high: int) -> Grid:
-    h, w = _side(rng, max(low, 4), high)
+    h, w = _side(rng, low, high)
     cells = _blank(h, w)
     for _ in range(rng.randint(1, 2)):
         cells[rng.randrange(h)][rng.randrange(w)] = rng.randint(1, 9)
@@ -318,18 +319,18 @@ FAMILIES: dict[str, Family] = {
         Family("shift", "the picture moves 1 or 2 cells to one side", tuple((d, n) for d in DIRECTIONS for n in (1, 2)),
                shift, _any_input(0.35)),
         Family("recolour_by_size", "objects of one size (1-3 cells) take a colour",
-               tuple((s, c) for s in (1, 2, 3) for c in range(1, 10)), recolour_by_size, _objects_input),
+               tuple((s, c) for s in (1, 2, 3) for c in range(1, 10)), recolour_by_size, _objects_input, smallest=4),
         Family("fill_enclosed", "enclosed background takes a colour", tuple((c,) for c in range(1, 10)),
-               fill_enclosed, _boxes_input),
+               fill_enclosed, _boxes_input, smallest=4),
         Family("crop", "the box around one colour's cells is cut out", tuple((c,) for c in range(1, 10)), crop,
-               _crop_input),
+               _crop_input, smallest=5),
         Family("scale", "every cell becomes a block", tuple((a, b) for a in (1, 2, 3) for b in (1, 2, 3) if a * b > 1),
                scale, _small_input(lambda p: p, 0.6)),
         Family("tile", "copies of the grid side by side, plain or mirrored",
                tuple((a, b, m) for a, b in ((1, 2), (2, 1), (2, 2), (1, 3), (3, 1)) for m in ("plain", "mirror")),
                tile, _small_input(lambda p: p[:2], 0.6)),
         Family("lines", "lines from every coloured cell to the border", tuple((d,) for d in LINE_DIRECTIONS), lines,
-               _seeds_input),
+               _seeds_input, smallest=4),
     ]
 }  # fmt: skip
 
@@ -363,6 +364,11 @@ def families(cfg: ArcGenConfig) -> list[str]:
     stray = sorted(set(cfg.held_out) - set(names))
     if stray:
         raise ValueError(f"held_out family {stray[0]!r} is not among the generated families")
+    cramped = [n for n in names if FAMILIES[n].smallest > cfg.max_side]
+    if cramped:
+        raise ValueError(
+            f"family {cramped[0]!r} needs grids of {FAMILIES[cramped[0]].smallest} cells a side: raise max_side"
+        )
     if cfg.train and not set(names) - set(cfg.held_out):
         raise ValueError("every family is held out: no family is left for the training split")
     return names
@@ -389,7 +395,7 @@ def _task(family: Family, params: Params, task_id: str, rng: random.Random, cfg:
     n = rng.randint(cfg.min_demonstrations, cfg.max_demonstrations) + 1
     pairs: list[Pair] = []
     for _ in range(200 * n):
-        grid = family.draw(rng, params, cfg.min_side, cfg.max_side)
+        grid = family.draw(rng, params, max(cfg.min_side, family.smallest), cfg.max_side)
         output = family.rule(grid, params)
         if output != grid and all(p.input != grid for p in pairs):
             pairs.append(Pair(grid, output))
