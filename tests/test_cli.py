@@ -249,6 +249,19 @@ SMALL = {
     "arc eval": ["--k", "1", *ARC_SMALL],
     "arc train": ["--k", "1", "--eval-k", "1", *ARC_SMALL],
     "arc select": ["--candidates", "1", "--tries", "1", *ARC_SMALL],
+    "arc landscape": [
+        "--tasks",
+        "1",
+        "--random-plans",
+        "1",
+        "--set",
+        "grid.augmentations=[[basic]]",
+        "--set",
+        "grid.strategies=[output]",
+        "--set",
+        "grid.lrs=[1e-3]",
+        *ARC_SMALL,
+    ],
 }
 
 

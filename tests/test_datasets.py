@@ -67,7 +67,8 @@ def test_a_data_set_not_fetched_is_one_error_naming_the_command_that_fetches_it(
 
 
 def test_from_an_empty_directory_the_recipes_fail_until_fetched_then_run(empty_data, tmp_path, tiny_dir, monkeypatch):
-    """A clone with no data beside it: the SQuAD demo and the ARC recipe name the fetch, then run after it."""
+    """A clone with no data beside it: the SQuAD demo and the ARC recipe on the curated ARC-AGI tasks name the fetch,
+    then run after it."""
     clone = tmp_path / "clone"
     shutil.copytree(ROOT / "configs", clone / "configs")
     monkeypatch.chdir(clone)
@@ -77,6 +78,10 @@ def test_from_an_empty_directory_the_recipes_fail_until_fetched_then_run(empty_d
     arc = ["arc", "eval", "-c", "configs/cpu-arc.yaml", "--out", str(tmp_path / "arc"), "--k", "1", *tiny]
     arc += ["--set", "ttt.views=1", "--set", "ttt.max_examples=2", "--set", "ttt.max_output_tokens=16"]
     arc += ["--set", "oracle.epochs=1", "--set", "ttt.max_tokens=500"]
+    # the recipe's own tasks ship in the repository (data/arc-gen); the paper's curated ARC-AGI tasks are fetched
+    curated = "arc-agi:arc-agi_evaluation_{}_filtered_1B_eval_set.json"
+    arc += ["--set", "data.challenges=" + curated.format("challenges"), "--set", 'data.ids=["59341089"]']
+    arc += ["--set", "data.solutions=" + curated.format("solutions")]
     for args, name in ((squad, "squad"), (arc, "arc-agi")):
         missing = runner.invoke(app, args)
         assert missing.exit_code == 2 and f"run `seal data fetch {name}`" in said(missing.output), missing.output

@@ -26,6 +26,8 @@ from rich.markup import escape
 from seal.cluster import ExecutorFailed
 from seal.config import (
     ArcEvalConfig,
+    ArcGenConfig,
+    ArcLandscapeConfig,
     ArcSelectConfig,
     ArcTrainConfig,
     JudgeConfig,
@@ -98,6 +100,12 @@ COMMANDS = [
         "arc", "select", ArcSelectConfig, "seal.experiments.arc_select:ArcSelect",
         "The ARC tasks a model can learn: oracle test-time training on small tasks, the solved ones split.",
         {**SHARED, "candidates": "candidates", "tries": "tries", "max-side": "max_side", **POOL},
+    ),
+    Command(
+        "arc", "landscape", ArcLandscapeConfig, "seal.experiments.arc_landscape:ArcLandscape",
+        "How much the self-edit's choices matter: a grid of fixed configurations and random self-edits, per family.",
+        {**SHARED, "challenges": "data.challenges", "solutions": "data.solutions", "tasks": "data.tasks",
+         "tasks-per-family": "tasks_per_family", "tries": "tries", "random-plans": "random_plans", **POOL},
     ),
     Command(
         "arc", "train", ArcTrainConfig, "seal.experiments.arc:ArcTrain",
@@ -405,6 +413,41 @@ def data_fictional(
         made = generator.generate(config, exclude=exclude or [], **given)
         fictional.write(out, made)
         console.print(f"{len(made)} passages, {sum(len(p['questions']) for p in made)} questions written to {out}")
+
+
+@data_app.command("arc")
+def data_arc(
+    out: Annotated[Path, typer.Option(help="the folder for {train,val,eval}_{challenges,solutions,rules}.json")],
+    seed: Annotated[Optional[int], typer.Option(help=flag_help(ArcGenConfig, "seed"))] = None,
+    train: Annotated[Optional[int], typer.Option(help=flag_help(ArcGenConfig, "train"))] = None,
+    val: Annotated[Optional[int], typer.Option(help=flag_help(ArcGenConfig, "val"))] = None,
+    eval_: Annotated[Optional[int], typer.Option("--eval", help=flag_help(ArcGenConfig, "eval"))] = None,
+    max_side: Annotated[Optional[int], typer.Option(help=flag_help(ArcGenConfig, "max_side"))] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML of generator fields")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override any field: key.sub=value")] = None,
+) -> None:
+    """ARC-format tasks of transformation families with parameters (flips, colour swaps, gravity, shifts,
+    recolouring by size, filling, cropping, scaling, tiling, lines), in the Kaggle files every `seal arc`
+    command reads. Deterministic by seed; splits disjoint by parameters, the held-out families in none of
+    the training tasks."""
+    from rich.table import Table
+
+    from seal.domains.arc import generate
+
+    flags = {"seed": seed, "train": train, "val": val, "eval": eval_, "max_side": max_side}
+    cfg = resolve(ArcGenConfig, config, flags, set_)
+    with user_errors():
+        made = generate.generate(cfg)
+        paths = generate.write(out, made)
+        rows = generate.summary(made, cfg)
+    table = Table(title=f"generated ARC tasks (seed {cfg.seed}) in {out}")
+    for column in ["family", "rule", *(f"{s} tasks (values)" for s in generate.SPLITS), "training"]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    for split, files in paths.items():
+        console.print(f"{split}: {len(made[split])} tasks, {files['challenges']} and {files['solutions']}")
 
 
 @app.command("export")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -452,12 +452,42 @@ class ArcTTTConfig(Section):
     batch_size: int = Field(16, ge=1, description="views decoded per generate() call")
 
 
+class ArcGenConfig(Section):
+    """`seal data arc`: how many generated ARC tasks per split, from which seed, of which families and sizes."""
+
+    seed: int = Field(0, description="the same seed gives the same files")
+    train: int = Field(80, ge=0, description="training tasks")
+    val: int = Field(50, ge=1, description="validation tasks (the landscape and the oracle's choice)")
+    eval: int = Field(120, ge=1, description="evaluation tasks")
+    families: list[str] | None = Field(
+        None, description="transformation families to generate (seal.domains.arc.generate.FAMILIES); None = all"
+    )
+    held_out: list[str] = Field(
+        default_factory=lambda: ["tile", "lines"], description="families with no training task (val and eval only)"
+    )
+    min_side: int = Field(3, ge=2, le=30, description="an input grid is at least this many cells a side")
+    max_side: int = Field(6, ge=3, le=30, description="a grid is at most this many cells a side")
+    min_demonstrations: int = Field(3, ge=2, description="demonstrations per task, at least")
+    max_demonstrations: int = Field(4, ge=2, description="demonstrations per task, at most")
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        if self.min_side > self.max_side:
+            raise ValueError(f"min_side {self.min_side} is above max_side {self.max_side}")
+        if self.min_demonstrations > self.max_demonstrations:
+            raise ValueError(
+                f"min_demonstrations {self.min_demonstrations} is above max_demonstrations {self.max_demonstrations}"
+            )
+        return self
+
+
+AugmentationFamily = Literal["basic", "size", "chain", "repeat"]  # the self-edit's switches (seal.domains.arc.augment)
+
+
 class ArcFixedPlan(Section):
     """A fixed training configuration (the 'oracle' baseline: every augmentation, a good lr and epochs)."""
 
-    families: list[Literal["basic", "size", "chain", "repeat"]] = Field(
-        default_factory=lambda: ["basic", "size", "chain", "repeat"]
-    )
+    families: list[AugmentationFamily] = Field(default_factory=lambda: ["basic", "size", "chain", "repeat"])
     strategy: Literal["all", "output"] = "output"
     lr: float = 1e-4
     epochs: int = 2
@@ -555,6 +585,57 @@ class ArcTrainConfig(ArcRunConfig):
     eval_k: int = Field(5, ge=1, description="self-edits per held-out task (paper: 5)")
     baselines: list[Literal["in-context", "oracle"]] = Field(default_factory=lambda: ["in-context", "oracle"])
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+
+
+class ArcLandscapeGrid(Section):
+    """The fixed configurations `seal arc landscape` trains: every combination of these."""
+
+    augmentations: list[list[AugmentationFamily]] = Field(
+        default_factory=lambda: [[], ["basic", "size", "chain", "repeat"]],
+        description="augmentation switch sets, each a list of families ([] = the task as given)",
+    )
+    strategies: list[Literal["all", "output"]] = Field(
+        default_factory=lambda: ["all", "output"], description="loss on all tokens or on the output grids"
+    )
+    lrs: list[float] = Field(default_factory=lambda: [1e-4, 1e-3], description="learning rates")
+    epochs: list[int] = Field(default_factory=lambda: [2], description="epochs")
+
+
+class ArcLandscapeDataConfig(ArcDataConfig):
+    """The validation split of the generated tasks unless told otherwise."""
+
+    challenges: str = "data/arc-gen/val_challenges.json"
+    solutions: str | None = "data/arc-gen/val_solutions.json"
+
+
+class ArcLandscapeConfig(ArcRunConfig):
+    """`seal arc landscape`: the success of a grid of fixed configurations per task family, next to random
+    valid self-edits: how much the self-edit's choices matter, and the headroom a policy can reach."""
+
+    data: ArcLandscapeDataConfig = Field(default_factory=ArcLandscapeDataConfig)
+    tasks_per_family: int | None = Field(
+        None, ge=1, description="keep the first N tasks of each generated family (in id order); None = all"
+    )
+    grid: ArcLandscapeGrid = Field(default_factory=ArcLandscapeGrid)
+    tries: int = Field(1, ge=1, description="test-time trainings of each configuration per task (different seeds)")
+    random_plans: int = Field(
+        2, ge=0, description="random valid self-edits per task (switches, strategy, lr and epochs drawn uniformly)"
+    )
+
+    @model_validator(mode="after")
+    def _grid_within_bounds(self):
+        g, t = self.grid, self.ttt
+        for name, values in (("augmentations", g.augmentations), ("strategies", g.strategies), ("lrs", g.lrs),
+                             ("epochs", g.epochs)):  # fmt: skip
+            if not values:
+                raise ValueError(f"grid.{name} is empty: give at least one value")
+        bad_lr = [lr for lr in g.lrs if not 0 < lr <= t.max_lr]
+        if bad_lr:
+            raise ValueError(f"grid.lrs: {bad_lr[0]} is not in (0, ttt.max_lr = {t.max_lr}]")
+        bad_epochs = [e for e in g.epochs if not 1 <= e <= t.max_epochs]
+        if bad_epochs:
+            raise ValueError(f"grid.epochs: {bad_epochs[0]} is not in [1, ttt.max_epochs = {t.max_epochs}]")
+        return self
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

@@ -440,7 +440,36 @@ def arc_select_report(results: dict, out: Path) -> str:
     ])  # fmt: skip
 
 
+def arc_landscape_report(results: dict, out: Path) -> str:
+    counts = results["tasks_per_family"]
+    families = list(counts)
+    header = ["configuration", "all [95% CI over tasks]", *(f"{f} ({n})" for f, n in counts.items())]
+
+    def row(name: str, condition: dict) -> list[str]:
+        return [name, _rate_cell(condition), *(f"{condition['per_family'][f]:.0%}" for f in families)]
+
+    rows = [row(c["label"], c) for c in results["configs"]]
+    rows.append(row("mean over the grid", results["grid_mean"]))
+    if results["random"]:
+        rows.append(row("random valid self-edits", results["random"]))
+    best = results["best"]
+    rows.append(["best configuration", "-", *(f"{best[f]['success_rate']:.0%}" for f in families)])
+    rows.append([f"headroom over the {results['baseline']}", "-", *(f"{best[f]['headroom']:+.0%}" for f in families)])
+    oracle = results["oracle"]
+    return "\n\n".join([
+        f"# ARC landscape: {results['model']}",
+        f"{results['n_tasks']} tasks; success rate = solved (task, configuration) pairs / all pairs, per family "
+        "(its tasks in brackets). The best configuration is chosen on these tasks, so its rate is optimistic here.",
+        markdown_table(header, rows),
+        "Best configuration per family: " + "; ".join(f"{f}: {best[f]['label']}" for f in families) + ".",
+        f"Best over all tasks (the oracle to evaluate with): {oracle['label']} (oracle.families={oracle['families']}, "
+        f"oracle.strategy={oracle['strategy']}, oracle.lr={oracle['lr']:g}, oracle.epochs={oracle['epochs']}).",
+        _paired_table(results.get("paired", {}), ["success_rate"]),
+    ])  # fmt: skip
+
+
 REPORTS: dict[str, Callable[[dict, Path], str]] = {
+    "seal.arc.landscape/1": arc_landscape_report,
     "seal.arc.select/1": arc_select_report,
     "seal.knowledge.train/1": train_report,
     "seal.knowledge.eval/1": eval_report,

@@ -167,7 +167,8 @@ class ArcSteps:
         `self_edit.resample_invalid` times."""
         cfg, t_cfg = self.cfg, self.cfg.ttt
         grammar = arc_self_edit_regex(t_cfg.max_lr, t_cfg.max_epochs) if cfg.self_edit.constrained else None
-        wanted = [(key(t.key, i), self_edit_prompt(t, t_cfg.style)) for t in tasks for i in range(k)]
+        prompts = {t.key: self_edit_prompt(t, t_cfg.style, t_cfg.max_lr, t_cfg.max_epochs) for t in tasks}
+        wanted = [(key(t.key, i), prompts[t.key]) for t in tasks for i in range(k)]
         sample_self_edits(self.store, self.executor, prefix, wanted, cfg.sampling, cfg.seed, self.console, grammar)
 
         def parsed(text: str) -> ArcPlan:

@@ -27,21 +27,45 @@ SWITCHES = {
 STRATEGIES = {"train_using_all_tokens": "all", "train_using_output_tokens": "output"}
 SETTINGS = ("strategy", "learning_rate", "num_train_epochs")
 
+# What each option does, in the words the self-edit prompt shows the model: a policy can only choose well
+# among options it is told about (with the switches named but not explained, no sample chose the output loss).
+SWITCH_HELP = {
+    "use_basic_augmentations": "adds copies of the examples rotated, flipped, mirrored and shifted (all grids "
+    "of a copy turned the same way, so a rule tied to a direction becomes a different rule in the copy)",
+    "use_size_augmentations": "adds copies with every grid scaled up: doubled in height, width, or both",
+    "use_chain_augmentations": "adds copies that are rotated or flipped and then scaled up",
+    "use_repeat_augmentations": "adds copies with every grid tiled twice, side by side or one above the other",
+}
+STRATEGY_HELP = {
+    "train_using_all_tokens": "learn to reproduce every token of each example, the inputs as well as the outputs",
+    "train_using_output_tokens": "learn only the output grids, each given the examples before it and its input",
+}
+
 PROMPT = (
     "You will adapt yourself to a grid puzzle by training on its examples. Each example maps an input "
     "grid to an output grid (digits are colours).\n\n{examples}\n"
-    "Choose how to train. Reply with one JSON object with these keys:\n"
-    '- "data_generation": true/false for "use_basic_augmentations" (rotations, flips, reflections, '
-    'shifts), "use_size_augmentations" (grids scaled up), "use_chain_augmentations" (rotations then '
-    'scaling), "use_repeat_augmentations" (grids tiled);\n'
-    '- "training": "strategy" ("train_using_all_tokens" or "train_using_output_tokens"), '
-    '"learning_rate" (a number) and "num_train_epochs" (a whole number).\n'
+    "Choose how to train. Reply with one JSON object of two parts.\n"
+    '"data_generation": true or false for each of\n{switches}\n'
+    "(all false: train on the examples as given).\n"
+    '"training":\n'
+    '- "strategy", one of\n{strategies}\n'
+    '- "learning_rate": how far each training step moves, a number above 0 and at most {max_lr} '
+    "(too small learns nothing, too large forgets what the model knew);\n"
+    '- "num_train_epochs": how many times to go through the training examples, a whole number from 1 to '
+    "{max_epochs}.\n"
     "JSON:\n"
 )
 
 
-def self_edit_prompt(task: Task, style: str) -> str:
-    return PROMPT.format(examples="\n".join(example_text(p, style) for p in task.train))
+def self_edit_prompt(task: Task, style: str, max_lr: float = 1e-2, max_epochs: int = 10) -> str:
+    """The prompt a policy writes its self-edit from: the demonstrations, and every option with what it does."""
+    return PROMPT.format(
+        examples="\n".join(example_text(p, style) for p in task.train),
+        switches="\n".join(f'- "{k}": {v};' for k, v in SWITCH_HELP.items()),
+        strategies="\n".join(f'  "{k}": {v};' for k, v in STRATEGY_HELP.items()),
+        max_lr=f"{max_lr:g}",
+        max_epochs=max_epochs,
+    )
 
 
 @dataclass(frozen=True)
