@@ -177,12 +177,14 @@ def test_a_landscape_grid_outside_the_self_edit_bounds_is_one_clear_error(tmp_pa
     assert result.exit_code == 2 and "grid.lrs: 0.5 is not in (0, ttt.max_lr = 0.01]" in " ".join(result.output.split())
 
 
-def test_the_readme_commands_for_generated_tasks_and_the_landscape_run(tiny_dir, tmp_path, monkeypatch):
-    from test_cli import SMALL, readme_blocks
+def test_the_documented_commands_for_generated_tasks_and_the_landscape_run(tiny_dir, tmp_path, monkeypatch):
+    from test_cli import SMALL
+    from test_docs import code_blocks
 
-    block = next(b for b in readme_blocks("bash") if "seal data arc" in b)
-    generate_line, landscape_line = (shlex.split(line) for line in block.strip().splitlines())
-    assert generate_line[3:5] == ["data", "arc"] and landscape_line[3:5] == ["arc", "landscape"]
+    lines = [shlex.split(line, comments=True) for b in code_blocks(ROOT / "docs" / "arc.md", "bash") for line in
+             b.strip().splitlines()]  # fmt: skip
+    generate_line = next(args for args in lines if args[3:5] == ["data", "arc"])
+    landscape_line = next(args for args in lines if args[3:5] == ["arc", "landscape"])
     monkeypatch.chdir(ROOT)
     folder = tmp_path / "arc-gen"
     generate_line[generate_line.index("--out") + 1] = str(folder)

@@ -109,7 +109,7 @@ RELEASE_JUDGED = [
 
 
 def release_calibration(shared_data):
-    """base.json split by passage, and every other judged file of the SEAL release (README: the refit command)."""
+    """base.json split by passage, and every other judged file of the SEAL release (docs/grading.md: the refit)."""
     results = shared_data / "reference-results"
     evaluated = load_passages(shared_data / "squad" / "synthetic" / "eval" / "base_val.json")
     train, held_out = split(load_judged(results / "eval" / "base.json"))
