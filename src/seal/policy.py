@@ -19,7 +19,6 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,14 +173,6 @@ def apply_adapter(lm: LoadedModel, directory: Path, scale: float = 1.0) -> None:
             if isinstance(module, LoraLayer):
                 module.scale_layer(scale)
         merge(model)
-
-
-def run_rounds(rounds: int, evaluate: Callable[[int], None], train_round: Callable[[int], None]) -> None:
-    """ReST-EM's schedule: evaluate policy 0; then per round r, train policy r and evaluate it."""
-    for r in range(1, rounds + 1):
-        evaluate(r - 1)
-        train_round(r)
-    evaluate(rounds)
 
 
 def select(rewards: dict[int, float | None], how: str, keep: int = 1) -> list[int]:

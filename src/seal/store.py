@@ -35,7 +35,7 @@ from typing import IO, Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from seal.config import _parse_yaml, dump_config
+from seal.config import dump_config, parse_yaml
 
 CONFIG_FILE = "config.yaml"
 STORE_FILE = "store.sqlite"
@@ -227,7 +227,7 @@ class RunStore:
                     dump_config(config, partial)
             return
         try:
-            previous = _parse_yaml(config_path.read_text(), str(config_path))
+            previous = parse_yaml(config_path.read_text(), str(config_path))
             if not isinstance(previous, dict):
                 raise ValueError(f"{config_path}: expected a mapping of config fields")
         except ValueError as err:

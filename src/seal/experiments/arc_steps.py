@@ -41,7 +41,7 @@ from seal.experiments.steps import (
     warn_if_long,
 )
 from seal.models import LoadedModel
-from seal.stats import bootstrap_ci, paired_difference
+from seal.stats import bootstrap_ci, paired_conditions
 from seal.status import begin_phase
 from seal.store import RunStore, key
 
@@ -295,10 +295,5 @@ def evaluation_table(conditions: dict[str, dict]) -> dict[str, dict[str, dict]]:
 
 
 def paired_tasks(conditions: dict[str, dict]) -> dict[str, dict]:
-    """For every pair of conditions (later minus earlier), the paired difference of their per-task success rates."""
-    names, out = list(conditions), {}
-    for i, earlier in enumerate(names):
-        for later in names[i + 1 :]:
-            rates = conditions[later]["task_rates"], conditions[earlier]["task_rates"]
-            out[f"{later} - {earlier}"] = {"success_rate": paired_difference(*rates)}
-    return out
+    """`seal.stats.paired_conditions` of the conditions' per-task success rates."""
+    return paired_conditions({c: {"success_rate": summary["task_rates"]} for c, summary in conditions.items()})

@@ -36,7 +36,7 @@ from seal.experiments.steps import (
     training_tokens,
 )
 from seal.models import LoadedModel
-from seal.stats import bootstrap_ci, paired_difference
+from seal.stats import bootstrap_ci, paired_conditions
 from seal.status import begin_phase
 from seal.store import RunStore, key
 
@@ -265,16 +265,5 @@ def summarise_conditions(
 def paired_comparisons(
     per_passage: dict[str, dict[str, dict[str, float]]], conditions: list[str], metrics: list[str]
 ) -> dict[str, dict[str, dict]]:
-    """For every pair of conditions (later minus earlier, in the order given), the paired difference of
-    their passage scores in each metric, with its bootstrap interval: `{"passage - base": {metric: ...}}`."""
-    out = {}
-    for i, earlier in enumerate(conditions):
-        for later in conditions[i + 1 :]:
-            out[f"{later} - {earlier}"] = {
-                m: paired_difference(
-                    [scores[later][m] for scores in per_passage.values()],
-                    [scores[earlier][m] for scores in per_passage.values()],
-                )
-                for m in metrics
-            }
-    return out
+    """`seal.stats.paired_conditions` of passage scores (`per_passage[passage][condition][metric]`)."""
+    return paired_conditions({c: {m: [s[c][m] for s in per_passage.values()] for m in metrics} for c in conditions})
