@@ -4,9 +4,8 @@ The loss is on the self-edit only (the prompt is context), as in the paper; the 
 saved in peft format before it is merged, so every round's policy can be rebuilt from the
 base model and the rounds' adapters, with plain peft.
 
-A plain loop rather than TRL's SFTTrainer: measured with `bench/policy_sft.py` (same 40
-examples, settings and LoRA on the embedded model), TRL took 206 s and this loop 154 s, to
-the same final loss; the loop also keeps the model object in place, which lets a remote
+A plain loop rather than TRL's SFTTrainer (`bench/policy_sft.py` runs the two on the same
+examples, settings and LoRA): the loop keeps the model object in place, which lets a remote
 worker hand back the adapter's files and keep its model as it was.
 """
 
@@ -31,6 +30,7 @@ from transformers import get_scheduler
 from seal.config import ModelConfig, PolicyConfig
 from seal.engine.adapters import AdapterBank
 from seal.engine.architectures import peft_config
+from seal.engine.training import optimiser_step
 from seal.models import LoadedModel, load_from
 from seal.status import begin_phase
 from seal.store import RunStore
@@ -149,11 +149,7 @@ def sft(lm: LoadedModel, examples: list[SFTExample], cfg: PolicyConfig, seed: in
             for start in range(0, len(order), cfg.batch_size):
                 rows = [encoded[i] for i in order[start : start + cfg.batch_size]]
                 losses.append(_accumulate_gradients(model, rows, cfg.micro_batch_size, pad_id, lm.device))
-                if cfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimiser.step()
-                schedule.step()
-                optimiser.zero_grad()
+                optimiser_step(optimiser, schedule, params, cfg.max_grad_norm)
     model.eval()
     return model, losses
 
