@@ -21,7 +21,7 @@ LAYERS = [
     ["seal.engine"],  # train and score K adapters: no domain in it
     ["seal.policy"],  # the ReST-EM M-step
     ["seal.cluster"],  # where model work runs
-    ["seal.experiments.steps", "seal.experiments.knowledge_steps", "seal.experiments.arc_steps"],  # shared steps
+    ["seal.experiments.steps", "seal.experiments.qa", "seal.experiments.knowledge_steps", "seal.experiments.arc_steps"],
     ["seal.rest_em"],  # the outer loop, once for every domain
     ["seal.experiments", "seal.memory"],  # one module per experiment; a user's library of adapters
     ["seal.cli", "seal.__main__"],
@@ -29,6 +29,7 @@ LAYERS = [
 FORBIDDEN = [
     ("seal.engine", "seal.domains"),  # the engine knows no domain
     ("seal.engine", "seal.experiments"),
+    ("seal.engine", "seal.grading"),  # graders are the knowledge side's: scoring is handed in
     ("seal.domains.knowledge", "seal.domains.arc"),  # no imports between domains
     ("seal.domains.arc", "seal.domains.knowledge"),
 ]

@@ -43,9 +43,10 @@ from seal.domains.knowledge import Passage
 from seal.engine import routing
 from seal.engine.adapters import ADAPTER_WEIGHTS, AdapterBank, SavedAdapter
 from seal.engine.sampling import continuation_logprobs
-from seal.engine.scoring import regroup, score_probes
+from seal.engine.scoring import regroup
 from seal.engine.training import TrainJob, train_adapters
 from seal.experiments.knowledge_steps import KnowledgeSteps, probes_for, record_key, select_passages
+from seal.experiments.qa import score_probes
 from seal.experiments.steps import Experiment, mean, open_run, stable_seed
 from seal.grading import check_metric
 from seal.models import ModelOnDemand

@@ -24,8 +24,9 @@ from seal.config import AdaptConfig, AnswerConfig, JudgeConfig, ModelConfig, Sam
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage
 from seal.engine.loop import AdaptJob, adapt_batch, work_batches
-from seal.engine.scoring import Probe, regroup, score_probes
+from seal.engine.scoring import regroup
 from seal.errors import DataError
+from seal.experiments.qa import Probe, QuestionScorer, score_probes
 from seal.experiments.steps import (
     TrainingProgress,
     mean,
@@ -197,7 +198,8 @@ class KnowledgeSteps:
         unit_tokens = [sum(tokens[j.key] for j in b) for b in batches]
         with TrainingProgress(self.console, label, unit_tokens, self.model_cfg, hint) as progress:
             unit_of = {id(b): u for u, b in enumerate(batches)}
-            units = self.executor.map(adapt_batch, batches, self.adapt_cfg, self.answer_cfg, self.judge, adapter_dir)
+            scorer = QuestionScorer(self.answer_cfg, self.judge)
+            units = self.executor.map(adapt_batch, batches, self.adapt_cfg, scorer, adapter_dir)
             for batch, results in units:
                 # The answers last: they mark a plan done, so a kill between the two writes redoes the batch.
                 trained = [(r.key, r.training_record() | {"tokens": tokens[r.key]}) for r in results]
