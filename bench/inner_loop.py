@@ -110,13 +110,14 @@ def adapt_timed(lm, batch: list, adapt, answer) -> dict:
     tokens counted on the way, for the FLOP accounting of the training phase (training time =
     total - scoring). A module-level function: worker processes run it too."""
     from seal.engine import loop
+    from seal.experiments.qa import QuestionScorer
 
     spent = {"scoring": 0.0, "tokens": 0}
-    score_probes, train_adapters = loop.score_probes, loop.train_adapters
+    scorer, train_adapters = QuestionScorer(answer), loop.train_adapters
 
     def timed_score(*a, **kw):
         start = time.perf_counter()
-        out = score_probes(*a, **kw)
+        out = scorer(*a, **kw)
         spent["scoring"] += time.perf_counter() - start
         return out
 
@@ -125,11 +126,11 @@ def adapt_timed(lm, batch: list, adapt, answer) -> dict:
         spent["tokens"] += stats.tokens
         return stats
 
-    loop.score_probes, loop.train_adapters = timed_score, counted_train
+    loop.train_adapters = counted_train
     try:
-        loop.adapt_batch(lm, batch, adapt, answer)
+        loop.adapt_batch(lm, batch, adapt, timed_score)
     finally:
-        loop.score_probes, loop.train_adapters = score_probes, train_adapters
+        loop.train_adapters = train_adapters
     return spent
 
 

@@ -247,7 +247,7 @@ def test_arc_eval_runs_records_every_pair_and_resumes(tiny_dir, tmp_path, monkey
     def no_more_work(*args, **kwargs):
         raise AssertionError("a finished run must not redo work")
 
-    monkeypatch.setattr("seal.experiments.arc_steps.train_and_score", no_more_work)
+    monkeypatch.setattr("seal.experiments.arc_steps.adapt_batch", no_more_work)
     monkeypatch.setattr("seal.experiments.arc_steps.generate", no_more_work)
     monkeypatch.setattr("seal.experiments.steps.generate", no_more_work)
     assert runner.invoke(app, args).exit_code == 0

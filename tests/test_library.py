@@ -13,8 +13,8 @@ from seal.config import AnswerConfig, LoraConfig, RouterConfig
 from seal.engine import routing
 from seal.engine.adapters import AdapterBank, SavedAdapter
 from seal.engine.sampling import continuation_logprobs
-from seal.engine.scoring import Probe, score_probes
 from seal.experiments.knowledge_continual import gate_scale
+from seal.experiments.qa import Probe, score_probes
 from seal.models import LoadedModel
 from seal.policy import apply_adapter
 

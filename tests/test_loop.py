@@ -2,7 +2,7 @@ import pytest
 
 from seal.config import AdaptConfig, AnswerConfig, LoraConfig
 from seal.engine.loop import AdaptJob, adapt_batch, job_batches, work_batches
-from seal.engine.scoring import Probe
+from seal.experiments.qa import Probe, QuestionScorer
 
 FACTS = [
     ["The Denver Broncos won Super Bowl 50.", "Levi's Stadium is in Santa Clara."],
@@ -21,7 +21,7 @@ def jobs() -> list[AdaptJob]:
 
 def test_refilled_slots_score_every_adapter_as_a_slot_of_its_own_would(tiny_lm):
     """2 slots taking 4 plans in turn (scored 2 at a time, mid-training) == 4 slots, one plan each."""
-    answer = AnswerConfig(max_new_tokens=6)
+    answer = QuestionScorer(AnswerConfig(max_new_tokens=6))
     cfg = {"lora": LoraConfig(rank=4, alpha=8), "epochs": 3, "lr": 1e-2}
     if hasattr(tiny_lm.model, "_seal_bank"):
         tiny_lm.model._seal_bank.detach()

@@ -10,9 +10,9 @@ from seal.config import AdaptConfig, AnswerConfig, LoraConfig
 from seal.engine.adapters import AdapterBank
 from seal.engine.loop import AdaptJob, adapt_and_score
 from seal.engine.planner import plan_slots, resolved, step_peak_bytes
-from seal.engine.scoring import Probe
 from seal.engine.shapes import SHAPES, random_model, shape
 from seal.engine.training import TrainJob, bucket, train_adapters
+from seal.experiments.qa import Probe, QuestionScorer
 
 SMALL = {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128}
 
@@ -70,7 +70,11 @@ def test_slots_auto_is_resolved_once_where_the_bank_is_built(tiny_lm):
     assert resolved(tiny_lm, cfg) == chosen  # planned once: the second call measures nothing
     probe = Probe("Capital?", "Paris", "Q: Capital?\nA:", " Paris")
     jobs = [AdaptJob(f"j{i}", ["Paris is the capital of France."], [probe], i) for i in range(3)]
-    results = [r for batch in adapt_and_score(tiny_lm, jobs, cfg, AnswerConfig(max_new_tokens=2)) for r in batch]
+    results = [
+        r
+        for batch in adapt_and_score(tiny_lm, jobs, cfg, QuestionScorer(AnswerConfig(max_new_tokens=2)))
+        for r in batch
+    ]
     assert [r.key for r in results] == ["j0", "j1", "j2"]
     assert AdapterBank.installed(tiny_lm.model).slots >= min(chosen.slots, 3)
 

@@ -16,7 +16,6 @@ result reaches the driver, so no record is lost or duplicated.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import multiprocessing.connection
 import pickle
@@ -30,6 +29,7 @@ from typing import Any, Protocol
 
 from seal.config import ExecutorConfig, ModelConfig
 from seal.engine.training import report_tokens, reporting
+from seal.files import sha256
 from seal.models import LoadedModel, load_from, load_tokenizer_view
 
 AdapterFiles = tuple[str, dict[str, bytes]]  # (name, file name -> content) of one policy round's adapter
@@ -116,11 +116,7 @@ class Worker:
 
 
 def _digest(files: dict[str, bytes]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(files):
-        h.update(name.encode())
-        h.update(files[name])
-    return h.hexdigest()
+    return sha256(part for name in sorted(files) for part in (name.encode(), files[name]))
 
 
 class WorkerLost(RuntimeError):

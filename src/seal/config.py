@@ -583,6 +583,12 @@ class ArcTrainConfig(ArcRunConfig):
     rounds: int = Field(1, ge=1, description="ReST-EM rounds")
     k: int = Field(15, ge=1, description="self-edits per training task (paper: 15)")
     eval_k: int = Field(5, ge=1, description="self-edits per held-out task (paper: 5)")
+    select: Literal["best", "positive"] = Field(
+        "positive",
+        description="positive: every self-edit that solves its task (paper); best: the `keep` best per task, "
+        "kept even when none solves it",
+    )
+    keep: int = Field(1, ge=1, description="self-edits kept per task under select: best")
     baselines: list[Literal["in-context", "oracle"]] = Field(default_factory=lambda: ["in-context", "oracle"])
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
 
@@ -648,7 +654,7 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _parse_yaml(text: str, where: str) -> Any:
+def parse_yaml(text: str, where: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -663,7 +669,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), _parse_yaml(raw, f"--set {item}"))
+        _set_dotted(data, key.strip(), parse_yaml(raw, f"--set {item}"))
     return data
 
 
@@ -687,7 +693,7 @@ def load_config(cls: type[Section], path: str | Path | None = None, overrides: l
     """
     data: dict[str, Any] = {}
     if path is not None:
-        loaded = _parse_yaml(Path(path).read_text(), str(path))
+        loaded = parse_yaml(Path(path).read_text(), str(path))
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of config fields")
         data = loaded
@@ -701,7 +707,7 @@ def run_config(path: str | Path, classes: list[type[Section]]) -> Section:
     fields of the others, so a saved config belongs to one command)."""
     if not Path(path).exists():
         raise ValueError(f"{Path(path).parent} is not a run directory (no {Path(path).name} in it)")
-    data = _parse_yaml(Path(path).read_text(), str(path))
+    data = parse_yaml(Path(path).read_text(), str(path))
     for cls in classes:
         try:
             return cls.model_validate(data)

@@ -9,7 +9,6 @@ directory: one folder per data set (`squad/`, `reference-results/`, `arc/`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seal.errors import DataError
+from seal.files import file_sha256
 
 MANIFEST = Path(__file__).with_name("datasets.json")
 DATA_ENV = "SEAL_DATA"
@@ -101,14 +101,6 @@ def locate(ref: str | Path) -> Path:
     return path
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class Fetched:
     dataset: Dataset
@@ -136,7 +128,7 @@ def fetch(
     copied = kept = 0
     for entry in spec.files.values():
         path = target / entry.path
-        if path.is_file() and path.stat().st_size == entry.size and sha256_of(path) == entry.sha256:
+        if path.is_file() and path.stat().st_size == entry.size and file_sha256(path) == entry.sha256:
             kept += 1
             continue
         if progress is not None:
@@ -144,7 +136,7 @@ def fetch(
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".part")
         where = _copy(mirror / spec.folder / entry.path, partial) if mirror else _download(url, entry, partial)
-        got = sha256_of(partial)
+        got = file_sha256(partial)
         if got != entry.sha256:
             partial.unlink()
             raise DataError(

@@ -19,7 +19,6 @@ refused with the way to repair it, never used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -41,6 +40,7 @@ from seal.engine.sampling import generate
 from seal.engine.training import TrainJob, train_adapters
 from seal.errors import DataError, LibraryError
 from seal.experiments.steps import TrainingProgress, progress_bar, sample_work, stable_seed, training_tokens
+from seal.files import damage, sha256, written
 from seal.models import ModelOnDemand
 from seal.store import atomic_directory
 
@@ -84,7 +84,7 @@ class Answer:
 
 def document_id(document: Passage) -> str:
     """A document's id in a library: the first 12 hex digits of the sha256 of its title and text."""
-    return hashlib.sha256(f"{document.title}\n{document.context}".encode()).hexdigest()[:12]
+    return sha256([f"{document.title}\n{document.context}".encode()])[:12]
 
 
 def read_documents(path: str | Path) -> list[Passage]:
@@ -117,14 +117,6 @@ def read_documents(path: str | Path) -> list[Passage]:
         knowledge.parse_passage({"questions": [], **r} if isinstance(r, dict) else r, f"{path}: record {i}", i)
         for i, r in enumerate(records)
     ]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Memory:
@@ -228,16 +220,8 @@ class Memory:
     def _verified(self, entry_id: str, meta: dict, names: list[str] | None = None) -> Path:
         """The entry's directory, once its files (or those named) are checked against the index."""
         directory = self.dir / ENTRIES_DIR / entry_id
-        for name in names or list(meta["files"]):
-            expected, path = meta["files"][name], directory / name
-            if not path.is_file():
-                problem = f"{name} is missing"
-            elif path.stat().st_size != expected["size"]:
-                problem = f"{name} has {path.stat().st_size} bytes, the index recorded {expected['size']}"
-            elif _sha256(path) != expected["sha256"]:
-                problem = f"{name} does not match its recorded sha256"
-            else:
-                continue
+        problem = damage(directory, meta["files"], names or None)
+        if problem is not None:
             raise LibraryError(
                 f"entry {entry_id} ({meta['title']!r}) is damaged: {problem}; remove it with "
                 f"`seal memory remove {self.dir} {entry_id}` and add its document again"
@@ -335,7 +319,7 @@ class Memory:
                 bank.save(slot, partial, base_model=lm.name)
                 content = {"title": document.title, "context": document.context, "self_edit": self_edits[entry_id]}
                 (partial / DOCUMENT_FILE).write_text(json.dumps(content, indent=1))
-            files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(directory.iterdir())}
+            files = written(directory)
             index["entries"][entry_id] = {
                 "title": document.title,
                 "added": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

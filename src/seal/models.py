@@ -3,7 +3,6 @@ Face id, or a local directory."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import logging
@@ -23,6 +22,7 @@ from transformers import (
 )
 
 from seal.config import ModelConfig
+from seal.files import file_sha256
 
 EMBEDDED = "embedded"
 
@@ -179,11 +179,7 @@ def converted(gguf: Path, cache_name: str) -> Path:
 
 def gguf_cache_name(path: Path) -> str:
     """A GGUF file's cache entry is named by its content, so a changed file converts anew."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"gguf-{path.stem}-{digest.hexdigest()[:16]}"
+    return f"gguf-{path.stem}-{file_sha256(path)[:16]}"
 
 
 def resolve_source(name: str) -> str:

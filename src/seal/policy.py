@@ -4,9 +4,8 @@ The loss is on the self-edit only (the prompt is context), as in the paper; the 
 saved in peft format before it is merged, so every round's policy can be rebuilt from the
 base model and the rounds' adapters, with plain peft.
 
-A plain loop rather than TRL's SFTTrainer: measured with `bench/policy_sft.py` (same 40
-examples, settings and LoRA on the embedded model), TRL took 206 s and this loop 154 s, to
-the same final loss; the loop also keeps the model object in place, which lets a remote
+A plain loop rather than TRL's SFTTrainer (`bench/policy_sft.py` runs the two on the same
+examples, settings and LoRA): the loop keeps the model object in place, which lets a remote
 worker hand back the adapter's files and keep its model as it was.
 """
 
@@ -19,7 +18,6 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from transformers import get_scheduler
 from seal.config import ModelConfig, PolicyConfig
 from seal.engine.adapters import AdapterBank
 from seal.engine.architectures import peft_config
+from seal.engine.training import optimiser_step
 from seal.models import LoadedModel, load_from
 from seal.status import begin_phase
 from seal.store import RunStore
@@ -150,11 +149,7 @@ def sft(lm: LoadedModel, examples: list[SFTExample], cfg: PolicyConfig, seed: in
             for start in range(0, len(order), cfg.batch_size):
                 rows = [encoded[i] for i in order[start : start + cfg.batch_size]]
                 losses.append(_accumulate_gradients(model, rows, cfg.micro_batch_size, pad_id, lm.device))
-                if cfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimiser.step()
-                schedule.step()
-                optimiser.zero_grad()
+                optimiser_step(optimiser, schedule, params, cfg.max_grad_norm)
     model.eval()
     return model, losses
 
@@ -174,14 +169,6 @@ def apply_adapter(lm: LoadedModel, directory: Path, scale: float = 1.0) -> None:
             if isinstance(module, LoraLayer):
                 module.scale_layer(scale)
         merge(model)
-
-
-def run_rounds(rounds: int, evaluate: Callable[[int], None], train_round: Callable[[int], None]) -> None:
-    """ReST-EM's schedule: evaluate policy 0; then per round r, train policy r and evaluate it."""
-    for r in range(1, rounds + 1):
-        evaluate(r - 1)
-        train_round(r)
-    evaluate(rounds)
 
 
 def select(rewards: dict[int, float | None], how: str, keep: int = 1) -> list[int]:

@@ -73,6 +73,19 @@ def paired_difference(
     return out | {"wins": sum(d > 0 for d in diffs), "losses": sum(d < 0 for d in diffs)}
 
 
+def paired_conditions(scores: dict[str, dict[str, Sequence[float | None]]]) -> dict[str, dict[str, dict]]:
+    """For every pair of conditions (later minus earlier, in the order given), the paired difference of their
+    per-context scores in each metric: `scores[condition][metric]` lists the contexts in one order;
+    returns `{"passage - base": {metric: paired_difference(...)}}`."""
+    names, out = list(scores), {}
+    for i, earlier in enumerate(names):
+        for later in names[i + 1 :]:
+            out[f"{later} - {earlier}"] = {
+                m: paired_difference(a, scores[earlier][m]) for m, a in scores[later].items()
+            }
+    return out
+
+
 def _as_floats(values: Sequence[float | None]) -> list[float]:
     return [math.nan if v is None else float(v) for v in values]
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.console import Console
 
-from seal.config import _parse_yaml
+from seal.config import parse_yaml
 from seal.report import markdown_table
 from seal.stats import format_ci
 from seal.store import CONFIG_FILE, LOCK_FILE, RESULTS_FILE, RunStore
@@ -152,7 +152,7 @@ def read_status(run: str | Path, now: float | None = None) -> RunStatus:
     now = time.time() if now is None else now
     with RunStore(run, None, read_only=True) as store:
         config_path = run / CONFIG_FILE
-        config = _parse_yaml(config_path.read_text(), str(config_path)) if config_path.exists() else None
+        config = parse_yaml(config_path.read_text(), str(config_path)) if config_path.exists() else None
         config = config if isinstance(config, dict) else {}
         rounds = (len(store.keys("policy")), config["rounds"]) if "rounds" in config else None
         return RunStatus(

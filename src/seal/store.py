@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import shlex
@@ -35,7 +34,8 @@ from typing import IO, Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from seal.config import _parse_yaml, dump_config
+from seal import files
+from seal.config import dump_config, parse_yaml
 
 CONFIG_FILE = "config.yaml"
 STORE_FILE = "store.sqlite"
@@ -180,14 +180,6 @@ class Observer(Protocol):
         """The store was closed: what the observer holds open should be flushed and closed too."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class RunStore:
     """The run directory's config and record store. Use as a context manager (or call `close`).
 
@@ -227,7 +219,7 @@ class RunStore:
                     dump_config(config, partial)
             return
         try:
-            previous = _parse_yaml(config_path.read_text(), str(config_path))
+            previous = parse_yaml(config_path.read_text(), str(config_path))
             if not isinstance(previous, dict):
                 raise ValueError(f"{config_path}: expected a mapping of config fields")
         except ValueError as err:
@@ -395,12 +387,7 @@ class RunStore:
     def record_files(self, relative: str) -> None:
         """Record the size and sha256 of each file under RUN/relative (`recorded_files`), so a later run can
         check the directory (`damage`) before it reads it back."""
-        directory = self.dir / relative
-        sums = {
-            str(f.relative_to(directory)): {"size": f.stat().st_size, "sha256": _sha256(f)}
-            for f in sorted(directory.rglob("*"))
-            if f.is_file()
-        }
+        sums = files.written(self.dir / relative)
         self._write("INSERT OR REPLACE INTO files (path, files) VALUES (?, ?)", [(relative, json.dumps(sums))])
 
     def recorded_files(self, relative: str) -> dict[str, dict] | None:
@@ -412,16 +399,7 @@ class RunStore:
         """What is wrong with RUN/relative against its recorded files (one missing, cut short or changed),
         or None when it is as written; also None when nothing was recorded for it (a run from before
         files were recorded)."""
-        recorded = self.recorded_files(relative)
-        for name, written in (recorded or {}).items():
-            path = self.dir / relative / name
-            if not path.is_file():
-                return f"{path} is missing"
-            if path.stat().st_size != written["size"]:
-                return f"{path} has {path.stat().st_size} bytes where {written['size']} were written"
-            if _sha256(path) != written["sha256"]:
-                return f"{path} differs from what was written (sha256)"
-        return None
+        return files.damage(self.dir / relative, self.recorded_files(relative) or {})
 
     @contextmanager
     def timed(self, key: str) -> Iterator[None]:

@@ -4,8 +4,8 @@ The base model is loaded once; adapters live in an `AdapterBank` and are reset i
 so nothing touches the disk on the hot path. A slot whose plan is trained takes the next
 plan at once; the trained adapters are set aside and their probes answered K models at a
 time in the same batched generate/likelihood passes, each row routed to its own adapter.
-Nothing here knows a domain: a job is documents to train on and probes to answer, and
-`train_and_score` takes any scoring function (ARC's voted predictions use it too).
+Nothing here knows a domain: a job is documents to train on and probes to score, with the
+domain's scoring function handed in (`seal.engine.scoring.Scorer`).
 """
 
 from __future__ import annotations
@@ -18,23 +18,26 @@ from typing import Any
 
 import torch
 
-from seal.config import AdaptConfig, AnswerConfig, JudgeConfig
+from seal.config import AdaptConfig
 from seal.engine.adapters import AdapterBank
 from seal.engine.plain import train_peft_adapter
 from seal.engine.planner import resolved
-from seal.engine.scoring import Probe, regroup, score_probes
+from seal.engine.scoring import Scorer, regroup
 from seal.engine.training import TrainJob, TrainStats, train_adapters
 from seal.models import LoadedModel
 
 
 @dataclass
 class AdaptJob:
-    """One plan to adapt to and score: train a fresh adapter on `documents`, then answer `probes`."""
+    """One plan to adapt to and score: train a fresh adapter on `documents`, then score `probes` (what the
+    domain's `Scorer` answers: questions, an ARC task)."""
 
     key: str
-    documents: list[str]
-    probes: list[Probe]
+    documents: list
+    probes: list
     seed: int  # fixes the adapter's initialisation and its document order
+    lr: float | None = None  # the plan's own learning rate and epochs (an ARC self-edit chooses them)
+    epochs: int | None = None
 
 
 def adapter_path(directory: Path, key: str) -> Path:
@@ -117,8 +120,7 @@ def adapt_batch(
     lm: LoadedModel,
     batch: list[AdaptJob],
     adapt: AdaptConfig,
-    answer: AnswerConfig,
-    judge: JudgeConfig | None = None,
+    score: Scorer,
     adapter_dir: Path | None = None,
 ) -> list[AdaptResult]:
     """Train one adapter per job of the batch, `adapt.slots` at a time, and score each adapted
@@ -126,32 +128,31 @@ def adapt_batch(
 
     Args:
         lm: the frozen base model (an adapter bank is installed in it, or reused).
-        batch: the jobs: documents to train on, probes to answer, a seed.
+        batch: the jobs: documents to train on, probes to score, a seed (and their own lr and epochs).
         adapt: the inner loop's settings (LoRA, epochs, lr, slots, refill, engine).
-        answer: how the probes are answered.
-        judge: an LLM judge's endpoint, graded beside the local graders when given.
+        score: the domain's scoring of adapted models on probes.
         adapter_dir: save each adapter there in peft format, under its job key.
     Returns:
         one `AdaptResult` per job, in the batch's order.
     """
     if adapt.engine == "peft":
-        return [adapt_one_peft(lm, job, adapt, answer, judge, adapter_dir) for job in batch]
+        return [adapt_one_peft(lm, job, adapt, score, adapter_dir) for job in batch]
     adapt = resolved(lm, adapt)
     bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
     began = time.perf_counter()
-    records: dict[int, list[dict]] = {}
+    records: dict[int, list] = {}
 
-    def score(group: list[int]) -> None:
+    def score_group(group: list[int]) -> None:
         probes = [p for j in group for p in batch[j].probes]
         slots = [slot for slot, j in enumerate(group) for _ in batch[j].probes]
-        scored = score_probes(lm, probes, answer, judge, bank=bank, slots=slots)
+        scored = score(lm, probes, bank=bank, slots=slots)
         records.update(zip(group, regroup(scored, [len(batch[j].probes) for j in group])))
 
     def save(slot: int, j: int) -> None:
         bank.save(slot, adapter_path(adapter_dir, batch[j].key), base_model=lm.name)
 
-    train_jobs = [TrainJob(j.documents, j.seed) for j in batch]
-    stats = train_and_score(lm, bank, train_jobs, adapt, score, save if adapter_dir is not None else None)
+    train_jobs = [TrainJob(j.documents, j.seed, j.lr, j.epochs) for j in batch]
+    stats = train_and_score(lm, bank, train_jobs, adapt, score_group, save if adapter_dir is not None else None)
     share = (time.perf_counter() - began) / len(batch)
     return [
         AdaptResult(job.key, records[j], stats.first_last(j), len(stats.losses[j]), share)
@@ -160,22 +161,18 @@ def adapt_batch(
 
 
 def adapt_one_peft(
-    lm: LoadedModel,
-    job: AdaptJob,
-    adapt: AdaptConfig,
-    answer: AnswerConfig,
-    judge: JudgeConfig | None,
-    adapter_dir: Path | None,
+    lm: LoadedModel, job: AdaptJob, adapt: AdaptConfig, score: Scorer, adapter_dir: Path | None
 ) -> AdaptResult:
     """The straightforward way (`adapt.engine: peft`, the benchmark's reference): a fresh peft
-    adapter trained alone, answers generated with it, then unloaded."""
+    adapter trained alone, its probes scored with it, then unloaded."""
     AdapterBank.detach_from(lm.model)
     began = time.perf_counter()
-    model, losses = train_peft_adapter(lm, job.documents, job.seed, adapt)
+    own = {name: value for name, value in (("lr", job.lr), ("epochs", job.epochs)) if value is not None}
+    model, losses = train_peft_adapter(lm, job.documents, job.seed, adapt.model_copy(update=own))
     if adapter_dir is not None:
         model.save_pretrained(adapter_path(adapter_dir, job.key))
     try:
-        records = score_probes(LoadedModel(model, lm.tokenizer, lm.name, lm.chat), job.probes, answer, judge)
+        records = score(LoadedModel(model, lm.tokenizer, lm.name, lm.chat), job.probes)
     finally:
         model.unload()  # back to the plain base model, adapter discarded
     first_last = (losses[0], losses[-1]) if losses else (float("nan"), float("nan"))
@@ -186,9 +183,8 @@ def adapt_and_score(
     lm: LoadedModel,
     jobs: list[AdaptJob],
     adapt: AdaptConfig,
-    answer: AnswerConfig,
+    score: Scorer,
     *,
-    judge: JudgeConfig | None = None,
     adapter_dir: Path | None = None,
     skip: set[str] = frozenset(),
 ) -> Iterator[list[AdaptResult]]:
@@ -196,4 +192,4 @@ def adapt_and_score(
     are left out (already done: resuming)."""
     adapt = resolved(lm, adapt)
     for batch in work_batches(jobs, adapt, skip):
-        yield adapt_batch(lm, batch, adapt, answer, judge, adapter_dir)
+        yield adapt_batch(lm, batch, adapt, score, adapter_dir)

@@ -14,7 +14,7 @@ from peft import get_peft_model
 
 from seal.config import AdaptConfig
 from seal.engine.architectures import peft_config
-from seal.engine.training import document_order, learning_rate, tokenize_documents
+from seal.engine.training import document_order, learning_rate, optimiser_step, tokenize_documents
 from seal.models import LoadedModel
 
 
@@ -43,11 +43,7 @@ def train_plain(
         (loss / cfg.grad_accum).backward()
         losses.append(loss.item())
         if (n + 1) % cfg.grad_accum == 0 or n == len(passes) - 1:
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimiser.step()
-            schedule.step()
-            optimiser.zero_grad()
+            optimiser_step(optimiser, schedule, params, cfg.max_grad_norm)
     model.eval()
     return losses
 

@@ -204,6 +204,17 @@ def _packed_losses(
     return total / count.clamp(min=1)
 
 
+def optimiser_step(optimiser: torch.optim.Optimizer, schedule, params: list[torch.nn.Parameter], max_grad_norm: float):
+    """One step of a plain (unstacked) optimiser: the accumulated gradients clipped to `max_grad_norm` (0: not
+    clipped), the step, the learning-rate schedule's step, the gradients zeroed (the peft inner loop, full
+    fine-tuning and the policy's fine-tuning; the bank's stacked optimiser steps its slots itself)."""
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimiser.step()
+    schedule.step()
+    optimiser.zero_grad()
+
+
 @contextmanager
 def _training(bank: AdapterBank, optimiser: StackedAdamW):
     """The bank's weights trainable and the model in train mode for the duration, frozen and in eval mode after."""

@@ -9,8 +9,10 @@ A (task, self-edit) pair is solved when every test input's solution is among its
 the success rate is solved pairs / all pairs, as in the paper. Invalid self-edits count as
 unsolved and are recorded with their reason.
 
-`seal arc train` adds ReST-EM rounds: k self-edits per training task, keep those that solve
-their task, fine-tune the policy on them, evaluate every policy on the held-out tasks.
+`seal arc train` adds ReST-EM rounds (`seal.rest_em`, of which `ArcTrain` is the ARC domain): k
+self-edits per training task, rewarded 1 when they solve their task (0 when not, None when they do not
+parse), those kept by the config's selection rule (paper: those that solve) fine-tune the policy, and
+every policy is evaluated on the held-out tasks.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from seal.experiments.arc_steps import (
     paired_tasks,
     record_key,
 )
-from seal.experiments.steps import Experiment, open_run, stable_seed
+from seal.experiments.steps import Experiment, open_run
 from seal.models import ModelOnDemand
-from seal.policy import PolicyOnDemand, policy_key, run_rounds, select
+from seal.policy import PolicyOnDemand
+from seal.rest_em import ReSTEM, eval_phase
 from seal.status import record_evaluation
 from seal.store import key
 
@@ -58,16 +61,6 @@ def _evaluate(
     if "oracle" in conditions:
         items += [ArcItem(record_key(f"{prefix}oracle", t), t, oracle) for t in tasks]
     steps.adapt(items, f"{prefix or 'tasks'}: test-time training")
-
-
-def eval_phase(policy_round: int) -> str:
-    """Where the held-out evaluation of policy `policy_round` is filed (`e{p}/{condition}/...`)."""
-    return f"e{policy_round}"
-
-
-def selection_key(r: int, task: Task) -> str:
-    """Where round r's choice among a training task's self-edits (their rewards, those kept) is recorded."""
-    return f"r{r}/{task.key}"
 
 
 def train_phase(r: int) -> str:
@@ -121,79 +114,64 @@ class ArcTrain(Experiment):
         """What the held-out evaluation of a policy scores: its self-edits, and the baselines with policy 0."""
         return ["self-edit", *(self.cfg.baselines if policy_round == 0 else [])]
 
+    # --- the domain of the outer loop (seal.rest_em.Domain) ------------------------------------------
+
+    def contexts(self, r: int) -> list[Task]:
+        return self.train_tasks
+
+    def self_edits(self, r: int) -> str:
+        return train_phase(r)
+
+    def sample(self, r: int, tasks: list[Task]) -> None:
+        self.steps.sample(train_phase(r), tasks, self.cfg.k)
+
+    def _items(self, r: int, tasks: list[Task]) -> list[ArcItem]:
+        sampled = self.store.all("self_edits")
+        keys = [(t, record_key(train_phase(r), t, i)) for t in tasks for i in range(self.cfg.k)]
+        return [ArcItem(k, t, sampled[k]["text"]) for t, k in keys]
+
+    def adapt_and_score(self, r: int, tasks: list[Task]) -> None:
+        self.steps.adapt(self._items(r, tasks), f"round {r}: test-time training")
+
+    def rewards(self, r: int, tasks: list[Task]) -> dict[str, dict[int, float | None]]:
+        """1 for a self-edit that solves its task, 0 for one that does not, None for one that gave no plan."""
+        answers = self.store.all("answers")
+        records = {t.key: [answers[record_key(train_phase(r), t, i)] for i in range(self.cfg.k)] for t in tasks}
+        return {
+            t: {i: float(a["solved"]) if a["valid"] else None for i, a in enumerate(rs)} for t, rs in records.items()
+        }
+
     def evaluate(self, policy_round: int) -> None:
-        self.policy.use(policy_round)
         phase = eval_phase(policy_round)
-        with self.store.timed(phase):
-            _evaluate(
-                self.steps, self.cfg, phase + "/", self.eval_tasks, self.cfg.eval_k, self.conditions(policy_round)
-            )
+        _evaluate(self.steps, self.cfg, phase + "/", self.eval_tasks, self.cfg.eval_k, self.conditions(policy_round))
 
-        def table() -> dict:
-            answers = self.store.all("answers")
-            conditions = self.conditions(policy_round)
-            return evaluation_table({c: condition_summary(answers, key(phase, c), self.eval_tasks) for c in conditions})
+    def _evaluation(self, policy_round: int) -> dict[str, dict]:
+        answers, phase = self.store.all("answers"), eval_phase(policy_round)
+        return {c: condition_summary(answers, key(phase, c), self.eval_tasks) for c in self.conditions(policy_round)}
 
-        record_evaluation(self.store, phase, table)
+    def evaluation_table(self, policy_round: int) -> dict[str, dict[str, dict]]:
+        return evaluation_table(self._evaluation(policy_round))
 
-    def train_round(self, r: int) -> None:
-        cfg, phase = self.cfg, train_phase(r)
-        self.policy.use(r - 1)
-        with self.store.timed(f"r{r}"):
-            self.steps.sample(phase, self.train_tasks, cfg.k)
-            sampled = self.store.all("self_edits")
-            keys = {t: [record_key(phase, t, i) for i in range(cfg.k)] for t in self.train_tasks}
-            self.steps.adapt(
-                [ArcItem(k, t, sampled[k]["text"]) for t, ks in keys.items() for k in ks],
-                f"round {r}: test-time training",
-            )
-            if self.store.get("selections", selection_key(r, self.train_tasks[0])) is None:
-                answers = self.store.all("answers")
-                solved = {t: {i: float(answers[k]["solved"]) for i, k in enumerate(ks)} for t, ks in keys.items()}
-                self.store.put_many(
-                    "selections",
-                    [(selection_key(r, t), {"rewards": list(s.values()), "kept": select(s, "positive")})
-                     for t, s in solved.items()],
-                )  # fmt: skip
-            if self.store.get("policy", policy_key(r)) is None:
-                selections = self.store.all("selections")
-                examples = [
-                    (sampled[ks[i]]["prompt"], sampled[ks[i]]["text"])
-                    for t, ks in keys.items()
-                    for i in selections[selection_key(r, t)]["kept"]
-                ]
-                self.policy.fine_tune(r, examples, cfg.policy, stable_seed(cfg.seed, "sft", r), self.executor)
+    def evaluation_summary(self, policy_round: int) -> dict:
+        return {"eval": self._evaluation(policy_round)}
+
+    def training_summary(self, r: int, tasks: list[Task]) -> dict:
+        """The success rate of the round's self-edits on the training tasks, and what they chose."""
+        return condition_summary(self.store.all("answers"), train_phase(r), tasks)
+
+    # --- the whole run ---------------------------------------------------------------------------
 
     def run(self) -> dict:
         """Every round not finished yet, then the results (also written to results.json)."""
         with self.store, self.executor:
-            run_rounds(self.cfg.rounds, self.evaluate, self.train_round)
-            return self.store.write_results(self.summarise())
-
-    def summarise(self) -> dict:
-        answers, policies, timing = self.store.all("answers"), self.store.all("policy"), self.store.all("timing")
-        rounds = []
-        for policy_round in range(self.cfg.rounds + 1):
-            phase = eval_phase(policy_round)
-            row = {
-                "round": policy_round,
-                "eval": {
-                    c: condition_summary(answers, key(phase, c), self.eval_tasks) for c in self.conditions(policy_round)
-                },
-                "eval_seconds": timing.get(phase),
-            }
-            if policy_round >= 1:
-                train = condition_summary(answers, train_phase(policy_round), self.train_tasks)
-                sft = policies[policy_key(policy_round)]
-                row["train"] = train | {"sft_examples": sft["examples"], "seconds": timing.get(f"r{policy_round}")}
-            rounds.append(row)
-        table = {c: rounds[0]["eval"][c] for c in self.cfg.baselines}
-        table |= {f"self-edit@{r['round']}": r["eval"]["self-edit"] for r in rounds}
-        return {
-            "schema": "seal.arc.train/1",
-            "model": self.cfg.model.name,
-            "n_train_tasks": len(self.train_tasks),
-            "n_eval_tasks": len(self.eval_tasks),
-            "rounds": rounds,
-            "paired": paired_tasks(table),
-        }
+            rounds = ReSTEM(self, self.cfg, self.store, self.policy, self.executor).run()
+            table = {c: rounds[0]["eval"][c] for c in self.cfg.baselines}
+            table |= {f"self-edit@{r['round']}": r["eval"]["self-edit"] for r in rounds}
+            return self.store.write_results({
+                "schema": "seal.arc.train/1",
+                "model": self.cfg.model.name,
+                "n_train_tasks": len(self.train_tasks),
+                "n_eval_tasks": len(self.eval_tasks),
+                "rounds": rounds,
+                "paired": paired_tasks(table),
+            })  # fmt: skip

@@ -8,7 +8,6 @@ Record keys: `{phase}/{task}/{i}` for the i-th self-edit for a task in a phase (
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -21,12 +20,10 @@ from seal.domains.arc.grammar import arc_self_edit_regex
 from seal.domains.arc.grids import Task, load_tasks
 from seal.domains.arc.selfedit import ArcPlan, parse_self_edit, self_edit_prompt
 from seal.engine.adapters import AdapterBank
-from seal.engine.loop import job_batches, train_and_score
-from seal.engine.planner import resolved
+from seal.engine.loop import AdaptJob, AdaptResult, adapt_batch, job_batches
 from seal.engine.sampling import generate
 from seal.engine.scoring import regroup
 from seal.engine.structured import Constraint, regex_constraint
-from seal.engine.training import TrainJob
 from seal.errors import DataError
 from seal.experiments.steps import (
     TrainingProgress,
@@ -41,7 +38,7 @@ from seal.experiments.steps import (
     warn_if_long,
 )
 from seal.models import LoadedModel
-from seal.stats import bootstrap_ci, paired_difference
+from seal.stats import bootstrap_ci, paired_conditions
 from seal.status import begin_phase
 from seal.store import RunStore, key
 
@@ -130,27 +127,22 @@ def in_context_work(lm: LoadedModel, item: tuple[Task, int], cfg: ArcRunConfig) 
     return _record(task, attempts, valid=True)
 
 
-def adapt_work(lm: LoadedModel, batch: list[ArcJob], cfg: ArcRunConfig) -> list[dict]:
-    """Test-time training of one adapter per job, `adapt.slots` at a time, and voted predictions of
-    each adapted model, `adapt.slots` models per batched pass."""
-    adapt = resolved(lm, cfg.adapt)
-    bank = AdapterBank.attach(lm.model, adapt.lora, adapt.slots)
-    began = time.perf_counter()
-    train_jobs = [TrainJob(j.documents, stable_seed(cfg.seed, j.key), j.plan.lr, j.plan.epochs) for j in batch]
-    seeds = [stable_seed(cfg.seed, "views", j.key) for j in batch]
-    attempts: dict[int, list] = {}
+@dataclass(frozen=True)
+class ArcScorer:
+    """ARC's score of adapted models, as the engine's `Scorer`: the voted attempts at each (task, views seed)
+    probe's test inputs, probe i predicted by the adapter in slots[i]."""
 
-    def score(group: list[int]) -> None:
-        tasks, group_seeds = [batch[j].task for j in group], [seeds[j] for j in group]
-        attempts.update(zip(group, predict(lm, cfg, tasks, group_seeds, bank=bank, slots=list(range(len(group))))))
+    cfg: ArcRunConfig
 
-    stats = train_and_score(lm, bank, train_jobs, cfg.adapt, score)
-    share = (time.perf_counter() - began) / len(batch)
-    return [
-        _record(j.task, attempts[s], valid=True, plan=j.plan.raw, settings=_settings(j.plan), examples=len(j.documents),
-                steps=len(stats.losses[s]), loss=stats.first_last(s), seconds=share)
-        for s, j in enumerate(batch)
-    ]  # fmt: skip
+    def __call__(
+        self,
+        lm: LoadedModel,
+        probes: list[tuple[Task, int]],
+        *,
+        bank: AdapterBank | None = None,
+        slots: list[int] | None = None,
+    ) -> list[list]:
+        return predict(lm, self.cfg, [t for t, _ in probes], [seed for _, seed in probes], bank=bank, slots=slots)
 
 
 def _settings(plan: ArcPlan) -> dict:
@@ -240,11 +232,28 @@ class ArcSteps:
         label = f"{label} ({len(valid)} plans)"
         begin_phase(self.store, label, "adapt", "answers", [item.key for item in items])
         unit_tokens = [sum(tokens[j.key] for j in b) for b in batches]
+        units = [[self.adapt_job(j) for j in b] for b in batches]
+        plans = {j.key: j for j in valid}
         with TrainingProgress(self.console, label, unit_tokens, self.cfg.model, ARC_HINT, self.store) as progress:
-            unit_of = {id(b): u for u, b in enumerate(batches)}
-            for batch, records in self.executor.map(adapt_work, batches, self.cfg):
-                self.store.put_many("answers", [(j.key, r | {"tokens": tokens[j.key]}) for j, r in zip(batch, records)])
-                progress.unit_done(unit_of[id(batch)])
+            unit_of = {id(unit): u for u, unit in enumerate(units)}
+            for unit, results in self.executor.map(adapt_batch, units, self.cfg.adapt, ArcScorer(self.cfg)):
+                records = [(r.key, self.record(plans[r.key], r) | {"tokens": tokens[r.key]}) for r in results]
+                self.store.put_many("answers", records)
+                progress.unit_done(unit_of[id(unit)])
+
+    def adapt_job(self, job: ArcJob) -> AdaptJob:
+        """A plan as the engine trains and scores it: its test-time-training data, its lr and epochs, and the
+        task predicted from views seeded by the plan's key."""
+        seed, views = stable_seed(self.cfg.seed, job.key), stable_seed(self.cfg.seed, "views", job.key)
+        return AdaptJob(job.key, job.documents, [(job.task, views)], seed, job.plan.lr, job.plan.epochs)
+
+    @staticmethod
+    def record(job: ArcJob, result: AdaptResult) -> dict:
+        (attempts,) = result.probes
+        return _record(
+            job.task, attempts, valid=True, plan=job.plan.raw, settings=_settings(job.plan),
+            examples=len(job.documents), steps=result.steps, loss=result.losses, seconds=result.seconds,
+        )  # fmt: skip
 
 
 # --- summaries ---------------------------------------------------------------------------------------
@@ -296,10 +305,5 @@ def evaluation_table(conditions: dict[str, dict]) -> dict[str, dict[str, dict]]:
 
 
 def paired_tasks(conditions: dict[str, dict]) -> dict[str, dict]:
-    """For every pair of conditions (later minus earlier), the paired difference of their per-task success rates."""
-    names, out = list(conditions), {}
-    for i, earlier in enumerate(names):
-        for later in names[i + 1 :]:
-            rates = conditions[later]["task_rates"], conditions[earlier]["task_rates"]
-            out[f"{later} - {earlier}"] = {"success_rate": paired_difference(*rates)}
-    return out
+    """`seal.stats.paired_conditions` of the conditions' per-task success rates."""
+    return paired_conditions({c: {"success_rate": summary["task_rates"]} for c, summary in conditions.items()})

@@ -43,9 +43,10 @@ from seal.domains.knowledge import Passage
 from seal.engine import routing
 from seal.engine.adapters import ADAPTER_WEIGHTS, AdapterBank, SavedAdapter
 from seal.engine.sampling import continuation_logprobs
-from seal.engine.scoring import regroup, score_probes
+from seal.engine.scoring import regroup
 from seal.engine.training import TrainJob, train_adapters
 from seal.experiments.knowledge_steps import KnowledgeSteps, probes_for, record_key, select_passages
+from seal.experiments.qa import score_probes
 from seal.experiments.steps import Experiment, mean, open_run, stable_seed
 from seal.grading import check_metric
 from seal.models import ModelOnDemand
@@ -67,6 +68,97 @@ def step_phase(sequence: int, arm: str, t: int) -> str:
 def gate_scale(drops: dict[float, float], max_drop: float) -> float:
     """The largest scale of an update whose drop on the probe set is at most `max_drop`; 0 (rejected) if none."""
     return max((scale for scale, drop in drops.items() if drop <= max_drop), default=0.0)
+
+
+class Mitigation:
+    """An arm of the experiment, each step's choices in one place: what step t trains on, what its record adds,
+    how its adapter enters the model, how questions are answered, and what the arm adds to the results. This
+    one, `none`, is the paper's setting: the plan of passage t alone, merged whole."""
+
+    name = "none"
+
+    def documents(self, run: KnowledgeContinual, s: int, t: int, plans: list[list[str]]) -> list[str]:
+        """What step t trains on, from the plans of steps 0..t."""
+        return plans[t]
+
+    def step_record(self, run: KnowledgeContinual, s: int, t: int, directory: Path) -> dict:
+        """What step t's record holds beyond its training, once its adapter is saved in `directory`."""
+        return {}
+
+    def merge(self, run: KnowledgeContinual, lm, record: dict) -> None:
+        """Step t's adapter into the model as it stands."""
+        policy.apply_adapter(lm, run.store.dir / record["adapter"])
+
+    def prepare_answers(self, run: KnowledgeContinual, s: int, t: int) -> None:
+        """Measurements before step t's answers, left out of their time."""
+
+    def answer(self, run: KnowledgeContinual, s: int, t: int) -> None:
+        """The answers after step t to the questions of passages 0..t."""
+        run.steps.answer(step_phase(s, self.name, t), run.sequences[s][: t + 1])
+
+    def adapters_kept(self, cfg: KnowledgeContinualConfig) -> int:
+        """How many adapters are kept to answer after the last step (the arms that merge keep none)."""
+        return 0
+
+    def summary(self, cfg: KnowledgeContinualConfig, store: RunStore, sequences: int) -> dict:
+        """The arm's own fields of results.json."""
+        return {}
+
+
+class Replay(Mitigation):
+    """The plan of passage t plus `replay_documents` documents drawn from the plans of passages < t."""
+
+    name = "replay"
+
+    def documents(self, run: KnowledgeContinual, s: int, t: int, plans: list[list[str]]) -> list[str]:
+        if t == 0:
+            return plans[t]
+        earlier = [d for plan in plans[:t] for d in plan]
+        rng = random.Random(stable_seed(run.cfg.seed, "replay", s, t))
+        return plans[t] + rng.sample(earlier, min(run.cfg.replay_documents, len(earlier)))
+
+
+class Gate(Mitigation):
+    """The plan of passage t alone, merged whole, scaled down or not at all (`KnowledgeContinual.gate`)."""
+
+    name = GATE
+
+    def step_record(self, run: KnowledgeContinual, s: int, t: int, directory: Path) -> dict:
+        return {"gate": run.gate(s, t, directory)}
+
+    def merge(self, run: KnowledgeContinual, lm, record: dict) -> None:
+        scale = record["gate"]["scale"]
+        if scale > 0:  # a rejected update is dropped
+            policy.apply_adapter(lm, run.store.dir / record["adapter"], scale)
+
+    def summary(self, cfg: KnowledgeContinualConfig, store: RunStore, sequences: int) -> dict:
+        steps = store.all("steps")
+        return {"gate": [[steps[step_phase(s, GATE, t)]["gate"] for t in range(cfg.steps)] for s in range(sequences)]}
+
+
+class Library(Mitigation):
+    """The plan of passage t alone, trained from the initial weights and kept apart, never merged; each question
+    answered by the adapter(s) a router chooses among those learned so far."""
+
+    name = LIBRARY
+
+    def merge(self, run: KnowledgeContinual, lm, record: dict) -> None:
+        """Kept apart: the model stays as it started."""
+
+    def prepare_answers(self, run: KnowledgeContinual, s: int, t: int) -> None:
+        run.record_routing(s, t)
+
+    def answer(self, run: KnowledgeContinual, s: int, t: int) -> None:
+        run.answer_from_library(s, t)
+
+    def adapters_kept(self, cfg: KnowledgeContinualConfig) -> int:
+        return cfg.steps
+
+    def summary(self, cfg: KnowledgeContinualConfig, store: RunStore, sequences: int) -> dict:
+        return {"routing": routing_summary(cfg, store, cfg.steps)}
+
+
+MITIGATIONS = {arm.name: arm for arm in (Mitigation(), Replay(), Gate(), Library())}
 
 
 class KnowledgeContinual(Experiment):
@@ -118,14 +210,6 @@ class KnowledgeContinual(Experiment):
             for t, p in enumerate(self.sequences[s][: upto + 1])
         ]
 
-    def documents(self, s: int, arm: str, t: int) -> list[str]:
-        plans = self.plan_documents(s, arm, t)
-        if arm != "replay" or t == 0:
-            return plans[t]
-        earlier = [d for plan in plans[:t] for d in plan]
-        rng = random.Random(stable_seed(self.cfg.seed, "replay", s, t))
-        return plans[t] + rng.sample(earlier, min(self.cfg.replay_documents, len(earlier)))
-
     def train_step(self, s: int, arm: str, t: int) -> dict:
         """Train step t's adapter on the model as it stands, save it, and record it (with the gate's decision
         under `gate`)."""
@@ -133,7 +217,8 @@ class KnowledgeContinual(Experiment):
         began = time.perf_counter()
         if self.cfg.self_edits_by == "current":  # the model as merged so far writes this step's self-edit
             self.steps.sample(self.self_edit_phase(s, arm, t), [self.sequences[s][t]], self.cfg.variant, self.sampling)
-        documents = self.documents(s, arm, t)
+        mitigation = MITIGATIONS[arm]
+        documents = mitigation.documents(self, s, t, self.plan_documents(s, arm, t))
         bank = AdapterBank.attach(lm.model, self.cfg.adapt.lora, 1)
         # Every arm starts passage t from the same adapter initialisation and document-order seed.
         stats = train_adapters(lm, bank, [TrainJob(documents, stable_seed(self.cfg.seed, s, t))], self.cfg.adapt)
@@ -141,10 +226,8 @@ class KnowledgeContinual(Experiment):
         directory = self.store.dir / adapter
         with self.store.checked_directory(adapter) as partial:
             bank.save(0, partial, base_model=lm.name)
-        record = {"adapter": adapter, "losses": stats.first_last(0),
-                  "documents": len(documents)}  # fmt: skip
-        if arm == GATE:
-            record["gate"] = self.gate(s, t, directory)
+        record = {"adapter": adapter, "losses": stats.first_last(0), "documents": len(documents)}
+        record |= mitigation.step_record(self, s, t, directory)
         record["seconds"] = time.perf_counter() - began
         self.store.put("steps", step_phase(s, arm, t), record)
         return record
@@ -188,13 +271,9 @@ class KnowledgeContinual(Experiment):
         phase, passages = step_phase(s, arm, t), self.sequences[s][: t + 1]
         if all(self.store.get("answers", record_key(phase, p)) for p in passages):
             return
-        if arm == LIBRARY:
-            self.record_routing(s, t)
+        MITIGATIONS[arm].prepare_answers(self, s, t)
         began = time.perf_counter()
-        if arm == LIBRARY:
-            self.answer_from_library(s, t)
-        else:
-            self.steps.answer(phase, passages)
+        MITIGATIONS[arm].answer(self, s, t)
         questions = sum(len(p.questions) for p in passages)
         self.store.put("costs", key(phase, "answer"), {"seconds": time.perf_counter() - began, "questions": questions})
 
@@ -249,9 +328,7 @@ class KnowledgeContinual(Experiment):
                 logging.getLogger(__name__).warning("%s: this step is trained again from its saved plan", damage)
             if record is None or damage:
                 record = self.train_step(s, arm, t)
-            scale = record.get("gate", {}).get("scale", 1.0)
-            if arm != LIBRARY and scale > 0:  # the library keeps its adapters apart; a rejected update is dropped
-                policy.apply_adapter(lm, self.store.dir / record["adapter"], scale)
+            MITIGATIONS[arm].merge(self, lm, record)
             self.answer_step(s, arm, t)
 
     def run(self) -> dict:
@@ -283,7 +360,7 @@ def costs(cfg: KnowledgeContinualConfig, store: RunStore) -> dict:
             "answer_seconds_per_question": sum(c["seconds"] for c in answers)
             / max(1, sum(c["questions"] for c in answers)),
             "adapter_bytes": mean(sizes),
-            "adapters_kept": cfg.steps if arm == LIBRARY else 0,  # the others merge theirs into the weights
+            "adapters_kept": MITIGATIONS[arm].adapters_kept(cfg),
         }
     return {"schema": "seal.knowledge.continual.costs/1", "arms": out}
 
@@ -368,14 +445,7 @@ def summarise(cfg: KnowledgeContinualConfig, sequences: list[list[Passage]], sto
             )
             for m in metrics
         }  # fmt: skip
-        arms[arm] = {**blocks[cfg.metric], "metrics": blocks}
-        if arm == GATE:
-            steps = store.all("steps")
-            arms[arm]["gate"] = [
-                [steps[step_phase(s, GATE, t)]["gate"] for t in range(T)] for s in range(len(sequences))
-            ]
-        if arm == LIBRARY:
-            arms[arm]["routing"] = routing_summary(cfg, store, T)
+        arms[arm] = {**blocks[cfg.metric], "metrics": blocks} | MITIGATIONS[arm].summary(cfg, store, len(sequences))
     return {
         "schema": "seal.knowledge.continual/1",
         "model": cfg.model.name,

@@ -18,7 +18,6 @@ from seal.config import KnowledgeCPTConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage
 from seal.engine.plain import train_full
-from seal.engine.scoring import score_probes
 from seal.experiments.knowledge_steps import (
     KnowledgeSteps,
     PlanItem,
@@ -29,6 +28,7 @@ from seal.experiments.knowledge_steps import (
     record_key,
     select_passages,
 )
+from seal.experiments.qa import score_probes
 from seal.experiments.steps import Experiment, mean, open_run, stable_seed
 from seal.grading import check_metric, metrics
 from seal.models import ModelOnDemand

@@ -24,8 +24,9 @@ from seal.config import AdaptConfig, AnswerConfig, JudgeConfig, ModelConfig, Sam
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage
 from seal.engine.loop import AdaptJob, adapt_batch, work_batches
-from seal.engine.scoring import Probe, regroup, score_probes
+from seal.engine.scoring import regroup
 from seal.errors import DataError
+from seal.experiments.qa import Probe, QuestionScorer, score_probes
 from seal.experiments.steps import (
     TrainingProgress,
     mean,
@@ -36,7 +37,7 @@ from seal.experiments.steps import (
     training_tokens,
 )
 from seal.models import LoadedModel
-from seal.stats import bootstrap_ci, paired_difference
+from seal.stats import bootstrap_ci, paired_conditions
 from seal.status import begin_phase
 from seal.store import RunStore, key
 
@@ -197,7 +198,8 @@ class KnowledgeSteps:
         unit_tokens = [sum(tokens[j.key] for j in b) for b in batches]
         with TrainingProgress(self.console, label, unit_tokens, self.model_cfg, hint, self.store) as progress:
             unit_of = {id(b): u for u, b in enumerate(batches)}
-            units = self.executor.map(adapt_batch, batches, self.adapt_cfg, self.answer_cfg, self.judge, adapter_dir)
+            scorer = QuestionScorer(self.answer_cfg, self.judge)
+            units = self.executor.map(adapt_batch, batches, self.adapt_cfg, scorer, adapter_dir)
             for batch, results in units:
                 # The answers last: they mark a plan done, so a kill between the two writes redoes the batch.
                 trained = [(r.key, r.training_record() | {"tokens": tokens[r.key]}) for r in results]
@@ -265,16 +267,5 @@ def summarise_conditions(
 def paired_comparisons(
     per_passage: dict[str, dict[str, dict[str, float]]], conditions: list[str], metrics: list[str]
 ) -> dict[str, dict[str, dict]]:
-    """For every pair of conditions (later minus earlier, in the order given), the paired difference of
-    their passage scores in each metric, with its bootstrap interval: `{"passage - base": {metric: ...}}`."""
-    out = {}
-    for i, earlier in enumerate(conditions):
-        for later in conditions[i + 1 :]:
-            out[f"{later} - {earlier}"] = {
-                m: paired_difference(
-                    [scores[later][m] for scores in per_passage.values()],
-                    [scores[earlier][m] for scores in per_passage.values()],
-                )
-                for m in metrics
-            }
-    return out
+    """`seal.stats.paired_conditions` of passage scores (`per_passage[passage][condition][metric]`)."""
+    return paired_conditions({c: {m: [s[c][m] for s in per_passage.values()] for m in metrics} for c in conditions})

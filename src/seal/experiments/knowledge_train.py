@@ -1,19 +1,14 @@
 """ReST-EM for knowledge incorporation: teach the policy to write self-edits that get absorbed.
 
-Round r (1..R), starting from policy r-1:
-  1. answer the training passages' questions closed-book (the unadapted score);
-  2. sample k self-edits per training passage;
-  3. adapt and score each (`repeats` times with different seeds); reward = adapted score
-     minus unadapted score, in the configured metric;
-  4. select per passage (the best, even without gain, as the paper; or every one that gains);
-  5. fine-tune the policy on (prompt, kept self-edit) and merge: policy r.
-Policy 0 and every later policy are evaluated on held-out passages with the protocol of
-`seal knowledge eval` (closed-book, and a self-edit adapted per passage); the baselines
-(in-context, passage only) once, with policy 0.
+`KnowledgeTrain` is the knowledge domain of the outer loop (`seal.rest_em`). A round's training passages
+are first answered closed-book (the unadapted score); each self-edit is adapted to and scored `repeats`
+times with different seeds; its reward is the adapted score minus the unadapted score, in the configured
+metric. Policy 0 and every later policy are evaluated on held-out passages with the protocol of
+`seal knowledge eval` (closed-book, and a self-edit adapted per passage); the baselines (in-context,
+passage only) once, with policy 0.
 
-Store keys: `r{r}/train/...` for a round's training records, `e{p}/...` for the evaluation
-of policy p, `selections` and `policy` records per round. Policy adapters live in
-`policy/round-{r}` (peft format, each relative to the previous policy).
+Store keys: `r{r}/train/...` for a round's training records (`r{r}/train/base/...` the unadapted answers,
+`r{r}/train/{variant}/...` the self-edits and their answers), `e{p}/...` for the evaluation of policy p.
 """
 
 from __future__ import annotations
@@ -38,17 +33,12 @@ from seal.experiments.knowledge_steps import (
     select_passages,
     summarise_conditions,
 )
-from seal.experiments.steps import Experiment, mean, open_run, stable_seed
+from seal.experiments.steps import Experiment, mean, open_run
 from seal.grading import check_metric, metrics
-from seal.status import record_evaluation
+from seal.rest_em import ReSTEM, eval_phase
 from seal.store import RunStore, key
 
 BASELINES = ("in-context", "passage")
-
-
-def eval_phase(policy_round: int) -> str:
-    """Where the held-out evaluation of policy `policy_round` is filed (`e{p}/{condition}/...`)."""
-    return f"e{policy_round}"
 
 
 def train_phase(r: int) -> str:
@@ -59,10 +49,6 @@ def train_phase(r: int) -> str:
 def repeat_key(phase: str, passage: Passage, index: int, repeat: int) -> str:
     """The answers of the `repeat`-th adaptation to a passage's `index`-th training self-edit."""
     return key(record_key(phase, passage, index), repeat)
-
-
-def selection_key(r: int, passage: Passage) -> str:
-    return f"r{r}/{passage.key}"
 
 
 def training_passages(cfg: KnowledgeTrainConfig) -> list[list[Passage]]:
@@ -91,7 +77,8 @@ def self_edit_conditions(cfg: KnowledgeTrainConfig, policy_round: int) -> list[s
 
 
 class KnowledgeTrain(Experiment):
-    """`seal knowledge train`: ReST-EM rounds, each policy evaluated on held-out passages."""
+    """`seal knowledge train`: ReST-EM rounds, each policy evaluated on held-out passages; the knowledge
+    domain of `seal.rest_em.ReSTEM`."""
 
     def __init__(self, cfg: KnowledgeTrainConfig, out: str | Path, console: Console | None = None):
         knowledge.check_variant(cfg.variant)
@@ -129,48 +116,40 @@ class KnowledgeTrain(Experiment):
                 )
         return out
 
-    # --- evaluation of a policy ------------------------------------------------------------------
+    # --- the domain of the outer loop (seal.rest_em.Domain) ------------------------------------------
 
-    def evaluate(self, policy_round: int) -> None:
-        self.policy.use(policy_round)
-        cfg, passages, phase = self.cfg, self.eval_passages, eval_phase(policy_round)
-        with self.store.timed(phase):
-            self.steps.answer(key(phase, "base"), passages)
-            if policy_round == 0 and "in-context" in cfg.baselines:
-                self.steps.answer(key(phase, "in-context"), passages, in_context=True)
-            sampling = cfg.sampling.model_copy(update={"k": cfg.eval_k})
-            items = []
-            for variant in self_edit_conditions(cfg, policy_round):
-                edits = key(phase, variant)
-                self.steps.sample(edits, passages, variant, sampling)
-                items += [
-                    PlanItem(k if cfg.eval_times == 1 else key(k, t), [passage], plan.documents)
-                    for k, (passage, plan) in self._plans(edits, passages, cfg.eval_k, variant).items()
-                    for t in range(cfg.eval_times)
-                ]
-            if policy_round == 0 and "passage" in cfg.baselines:
-                passage_only = key(phase, "passage")
-                items += [
-                    PlanItem(record_key(passage_only, passage), [passage], knowledge.plan(passage, "").documents)
-                    for passage in passages
-                ]
-            self.steps.adapt(items, f"{phase}: adapting and scoring")
+    def contexts(self, r: int) -> list[Passage]:
+        return self.round_passages[r - 1]
 
-        def table() -> dict:
-            answers, adapt = self.store.all("answers"), self.store.all("adapt")
-            return evaluation_table(summarise_evaluation(cfg, passages, answers, adapt, policy_round)[0])
+    def self_edits(self, r: int) -> str:
+        return key(train_phase(r), self.cfg.variant)
 
-        record_evaluation(self.store, phase, table)
+    def sample(self, r: int, passages: list[Passage]) -> None:
+        self.steps.sample(self.self_edits(r), passages, self.cfg.variant, self.cfg.sampling)
 
-    # --- one round of training -------------------------------------------------------------------
+    def adapt_and_score(self, r: int, passages: list[Passage]) -> None:
+        """The closed-book answers the rewards are measured against, then each usable self-edit adapted to
+        `repeats` times (an unusable one is recorded with no reward, not trained on)."""
+        cfg = self.cfg
+        self.steps.answer(key(train_phase(r), "base"), passages)
+        plans = self._plans(self.self_edits(r), passages, cfg.sampling.k, cfg.variant)
+        items = [
+            PlanItem(key(k, rep), [passage], plan.documents)
+            for k, (passage, plan) in plans.items()
+            if plan.self_edit_documents > 0
+            for rep in range(cfg.repeats)
+        ]
+        self.steps.adapt(items, f"round {r}: adapting and scoring")
 
-    def rewards(self, r: int, plans: dict[str, tuple[Passage, knowledge.Plan]]) -> dict[str, dict[int, float | None]]:
-        """Per training passage, each self-edit's reward (None for a self-edit that gave no plan)."""
-        cfg, answers, phase = self.cfg, self.store.all("answers"), train_phase(r)
-        edits = key(phase, cfg.variant)
+    def rewards(self, r: int, passages: list[Passage]) -> dict[str, dict[int, float | None]]:
+        """Each self-edit's adapted score (the mean over its repeats) minus the unadapted score, in the reward
+        metric."""
+        cfg, answers, edits = self.cfg, self.store.all("answers"), self.self_edits(r)
+        plans = self._plans(edits, passages, cfg.sampling.k, cfg.variant)
         out: dict[str, dict[int, float | None]] = {}
-        for passage in self.round_passages[r - 1]:
-            before = mean([record[cfg.reward] for record in answers[record_key(key(phase, "base"), passage)]])
+        for passage in passages:
+            base = answers[record_key(key(train_phase(r), "base"), passage)]
+            before = mean([record[cfg.reward] for record in base])
             out[passage.key] = {}
             for i in range(cfg.sampling.k):
                 if plans[record_key(edits, passage, i)][1].self_edit_documents == 0:
@@ -180,101 +159,78 @@ class KnowledgeTrain(Experiment):
                 out[passage.key][i] = mean([mean([record[cfg.reward] for record in run]) for run in runs]) - before
         return out
 
-    def train_round(self, r: int) -> None:
-        cfg, passages, phase = self.cfg, self.round_passages[r - 1], train_phase(r)
-        self.policy.use(r - 1)
-        edits = key(phase, cfg.variant)
-        with self.store.timed(f"r{r}/sample-and-score"):
-            self.steps.answer(key(phase, "base"), passages)
-            self.steps.sample(edits, passages, cfg.variant, cfg.sampling)
-            plans = self._plans(edits, passages, cfg.sampling.k, cfg.variant)
-            items = [
-                PlanItem(key(k, rep), [passage], plan.documents)
-                for k, (passage, plan) in plans.items()
-                if plan.self_edit_documents > 0  # an unusable self-edit is recorded with no reward, not trained on
-                for rep in range(cfg.repeats)
+    def evaluate(self, policy_round: int) -> None:
+        cfg, passages, phase = self.cfg, self.eval_passages, eval_phase(policy_round)
+        self.steps.answer(key(phase, "base"), passages)
+        if policy_round == 0 and "in-context" in cfg.baselines:
+            self.steps.answer(key(phase, "in-context"), passages, in_context=True)
+        sampling = cfg.sampling.model_copy(update={"k": cfg.eval_k})
+        items = []
+        for variant in self_edit_conditions(cfg, policy_round):
+            edits = key(phase, variant)
+            self.steps.sample(edits, passages, variant, sampling)
+            items += [
+                PlanItem(k if cfg.eval_times == 1 else key(k, t), [passage], plan.documents)
+                for k, (passage, plan) in self._plans(edits, passages, cfg.eval_k, variant).items()
+                for t in range(cfg.eval_times)
             ]
-            self.steps.adapt(items, f"round {r}: adapting and scoring")
-        rewards = self.rewards(r, plans)
-        if self.store.get("selections", selection_key(r, passages[0])) is None:
-            self.store.put_many(
-                "selections",
-                [
-                    (
-                        selection_key(r, passage),
-                        {"rewards": list(rs.values()), "kept": policy.select(rs, cfg.select, cfg.keep)},
-                    )
-                    for passage, rs in zip(passages, rewards.values())
-                ],
-            )
-        if self.store.get("policy", policy.policy_key(r)) is None:
-            with self.store.timed(f"r{r}/sft"):
-                self.fine_tune(r)
+        if policy_round == 0 and "passage" in cfg.baselines:
+            passage_only = key(phase, "passage")
+            items += [
+                PlanItem(record_key(passage_only, passage), [passage], knowledge.plan(passage, "").documents)
+                for passage in passages
+            ]
+        self.steps.adapt(items, f"{phase}: adapting and scoring")
 
-    def fine_tune(self, r: int) -> None:
-        sampled, selections = self.store.all("self_edits"), self.store.all("selections")
-        edits = key(train_phase(r), self.cfg.variant)
-        kept = [
-            sampled[record_key(edits, passage, i)]
-            for passage in self.round_passages[r - 1]
-            for i in selections[selection_key(r, passage)]["kept"]
-        ]
-        examples = [(edit["prompt"], edit["text"]) for edit in kept]
-        self.policy.fine_tune(r, examples, self.cfg.policy, stable_seed(self.cfg.seed, "sft", r), self.executor)
+    def _evaluation(self, policy_round: int) -> tuple[dict[str, dict], dict[str, dict[str, dict[str, float]]]]:
+        answers, adapt = self.store.all("answers"), self.store.all("adapt")
+        return summarise_evaluation(self.cfg, self.eval_passages, answers, adapt, policy_round)
+
+    def evaluation_table(self, policy_round: int) -> dict[str, dict[str, dict]]:
+        return evaluation_table(self._evaluation(policy_round)[0])
+
+    def evaluation_summary(self, policy_round: int) -> dict:
+        """The conditions' scores, the held-out self-edits' mean length and (`eval_times` > 1) how much adapting
+        to the same self-edit again moves its score."""
+        cfg, phase, sampled = self.cfg, eval_phase(policy_round), self.store.all("self_edits")
+        edits = key(phase, cfg.variant)
+        texts = [sampled[record_key(edits, p, i)]["text"] for p in self.eval_passages for i in range(cfg.eval_k)]
+        row = {"eval": self._evaluation(policy_round)[0], "eval_self_edit_words": mean([len(t.split()) for t in texts])}
+        if cfg.eval_times > 1:
+            row["eval_spread"] = repeat_spread(self.store.all("answers"), edits, self.eval_passages, cfg)
+        return row
+
+    def training_summary(self, r: int, passages: list[Passage]) -> dict:
+        return {}
 
     # --- the whole run ---------------------------------------------------------------------------
 
     def run(self) -> dict:
         """Every round not finished yet, then the results (also written to results.json)."""
         with self.store, self.executor:
-            policy.run_rounds(self.cfg.rounds, self.evaluate, self.train_round)
-            return self.store.write_results(summarise(self.cfg, self.round_passages, self.eval_passages, self.store))
+            rounds = ReSTEM(self, self.cfg, self.store, self.policy, self.executor).run()
+            return self.store.write_results(
+                summarise(self.cfg, self.round_passages, self.eval_passages, self.store, rounds)
+            )
 
 
 def summarise(
-    cfg: KnowledgeTrainConfig, round_passages: list[list[Passage]], held_out: list[Passage], store: RunStore
+    cfg: KnowledgeTrainConfig,
+    round_passages: list[list[Passage]],
+    held_out: list[Passage],
+    store: RunStore,
+    rounds: list[dict],
 ) -> dict:
-    answers, adapt, timing = store.all("answers"), store.all("adapt"), store.all("timing")
-    selections, sampled, policies = store.all("selections"), store.all("self_edits"), store.all("policy")
-    rounds = []
+    """results.json: the rounds' rows (`seal.rest_em.ReSTEM.summary`), and every held-out condition as a row (the
+    baselines with policy 0) compared pairwise over passages."""
+    answers, adapt = store.all("answers"), store.all("adapt")
     table: dict[str, dict[str, dict[str, float]]] = {p.key: {} for p in held_out}  # passage -> row -> scores
     for policy_round in range(cfg.rounds + 1):
-        phase = eval_phase(policy_round)
-        conditions = eval_conditions(cfg, policy_round)
-        evaluation, per_passage = summarise_evaluation(cfg, held_out, answers, adapt, policy_round)
-        for condition in conditions:
+        _, per_passage = summarise_evaluation(cfg, held_out, answers, adapt, policy_round)
+        for condition in eval_conditions(cfg, policy_round):
             if policy_round == 0 or condition == cfg.variant:
                 for passage_key, scores in per_passage.items():
                     table[passage_key][table_row(condition, policy_round, cfg.variant)] = scores[condition]
-        row: dict = {"round": policy_round, "eval": evaluation, "eval_seconds": timing.get(phase)}
-        eval_edits = [
-            sampled[record_key(key(phase, cfg.variant), passage, i)]["text"]
-            for passage in held_out
-            for i in range(cfg.eval_k)
-        ]
-        row["eval_self_edit_words"] = mean([len(t.split()) for t in eval_edits])
-        if cfg.eval_times > 1:
-            row["eval_spread"] = repeat_spread(answers, key(phase, cfg.variant), held_out, cfg)
-        if policy_round >= 1:
-            train = round_passages[policy_round - 1]
-            rewards = [x for passage in train for x in selections[selection_key(policy_round, passage)]["rewards"]]
-            valid = [x for x in rewards if x is not None]
-            edits = key(train_phase(policy_round), cfg.variant)
-            texts = [sampled[record_key(edits, passage, i)]["text"] for passage in train for i in range(cfg.sampling.k)]
-            sft = policies[policy.policy_key(policy_round)]
-            row["train"] = {
-                "rewards": rewards,
-                "reward_mean": mean(valid),
-                "reward_std": statistics.pstdev(valid) if valid else float("nan"),
-                "fraction_gaining": mean([float(x > 0) for x in valid]),
-                "invalid": len(rewards) - len(valid),
-                "kept": sum(len(selections[selection_key(policy_round, passage)]["kept"]) for passage in train),
-                "self_edit_words": [len(t.split()) for t in texts],
-                "sft_examples": sft["examples"],
-                "sft_loss_first_last": [sft["losses"][0], sft["losses"][-1]] if sft["losses"] else None,
-                "seconds": sum(timing.get(f"r{policy_round}/{part}") or 0.0 for part in ("sample-and-score", "sft")),
-            }
-        rounds.append(row)
     return {
         "schema": "seal.knowledge.train/1",
         "model": cfg.model.name,
@@ -285,7 +241,6 @@ def summarise(
         "n_eval_passages": len(held_out),
         "n_eval_questions": sum(len(p.questions) for p in held_out),
         "rounds": rounds,
-        # every held-out condition as a row (the baselines with policy 0), compared pairwise over passages
         "paired": paired_comparisons(table, table_rows(cfg), metrics(cfg.judge)),
     }
 

@@ -2,7 +2,7 @@
 
 Text graders need no network: SQuAD-style exact match and token F1, a verdict that agrees with
 the paper's GPT-4.1 judge, and containment of the gold answer. `loglik` needs the model (the
-gold answer's log-likelihood, computed by `seal.engine.scoring`), `judge` the network (any
+gold answer's log-likelihood, computed by `seal.experiments.qa`), `judge` the network (any
 OpenAI-compatible endpoint). Scoring, reward validation, the CLI's help and `seal grade-check`
 all read `GRADERS`, so a grader added here reaches every one of them.
 """
