@@ -168,7 +168,7 @@ def test_the_landscape_scores_each_configuration_per_family_next_to_random_self_
     def no_more_work(*args, **kwargs):
         raise AssertionError("a finished landscape must not redo work")
 
-    monkeypatch.setattr("seal.experiments.arc_steps.train_and_score", no_more_work)
+    monkeypatch.setattr("seal.experiments.arc_steps.adapt_batch", no_more_work)
     assert runner.invoke(app, args).exit_code == 0
 
 
