@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -122,6 +122,24 @@ class AdaptConfig(Section):
         "buckets so it compiles once per bucket; the adapters and attention stay eager (off until measured to pay)",
     )
     keep_adapters: bool = Field(False, description="save each adapter in peft format under the run dir")
+    objective: Literal["sft", "distill"] = Field(
+        "sft",
+        description="how an adapter learns a self-edit document: sft, next-token loss on its text (paper); distill, "
+        "match the frozen model reading the passage first (its top-k next-token probabilities, KL), the student "
+        "reading the document alone. The passage document is always next-token",
+    )
+    distill_weight: float = Field(
+        1.0, ge=0.0, le=1.0, description="distill: loss = w * KL + (1 - w) * next-token on self-edit documents"
+    )
+    distill_top_k: int = Field(
+        20, ge=1, description="distill: teacher probabilities kept per token (renormalised over the k)"
+    )
+
+    @model_validator(mode="after")
+    def _distill_engine(self) -> AdaptConfig:
+        if self.objective == "distill" and self.engine == "peft":
+            raise ValueError("adapt.objective: distill needs adapt.engine: batched (the peft engine trains sft only)")
+        return self
 
     @property
     def unit(self) -> int:

@@ -181,8 +181,9 @@ _QA_START = re.compile(r"^\s*(?:\*\*)?\s*(?:Q(?:uestion)?\s*\d*\s*[:.)])", re.IG
 @dataclass
 class Plan:
     documents: list[str]
-    self_edit_documents: int  # how many came from the self-edit (the rest is the passage)
+    self_edit_documents: int  # how many came from the self-edit, first (the rest is the passage)
     notes: list[str] = field(default_factory=list)
+    teacher_context: str = ""  # what a distillation teacher reads before each self-edit document: the passage
 
 
 def _self_edit_lines(text: str) -> list[str]:
@@ -228,7 +229,7 @@ def plan(passage: Passage, self_edit: str, variant: str = "implications", split_
         notes.append("self-edit had no usable lines")
     documents = [f"{passage.title}\n{unit}" for unit in units]
     documents.append(f"{passage.title}\n{passage.context}")
-    return Plan(documents=documents, self_edit_documents=len(units), notes=notes)
+    return Plan(documents, len(units), notes, _DOCUMENT.format(title=passage.title, context=passage.context))
 
 
 # --- probes ----------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from seal.engine.adapters import AdapterBank
 from seal.engine.plain import train_peft_adapter
 from seal.engine.planner import resolved
 from seal.engine.scoring import Probe, regroup, score_probes
-from seal.engine.training import TrainJob, TrainStats, train_adapters
+from seal.engine.training import Document, TrainJob, TrainStats, train_adapters
 from seal.models import LoadedModel
 
 
@@ -32,7 +32,7 @@ class AdaptJob:
     """One plan to adapt to and score: train a fresh adapter on `documents`, then answer `probes`."""
 
     key: str
-    documents: list[str]
+    documents: list[Document]
     probes: list[Probe]
     seed: int  # fixes the adapter's initialisation and its document order
 

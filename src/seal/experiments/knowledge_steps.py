@@ -23,8 +23,10 @@ from seal.cluster import Executor
 from seal.config import AdaptConfig, AnswerConfig, JudgeConfig, ModelConfig, SamplingConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage
+from seal.engine.distill import Distilled
 from seal.engine.loop import AdaptJob, adapt_batch, work_batches
 from seal.engine.scoring import Probe, regroup, score_probes
+from seal.engine.training import Document
 from seal.errors import DataError
 from seal.experiments.steps import (
     TrainingProgress,
@@ -107,13 +109,20 @@ def probes_for(lm: LoadedModel, passage: Passage, in_context: bool = False) -> l
     ]
 
 
+def training_documents(plan: knowledge.Plan) -> list[Document]:
+    """A plan's documents for the engine: each self-edit document with the passage a teacher reads before
+    it (distilled under `adapt.objective: distill`, plain text under sft), then the passage document."""
+    split = plan.self_edit_documents
+    return [Distilled(d, plan.teacher_context) for d in plan.documents[:split]] + plan.documents[split:]
+
+
 @dataclass
 class PlanItem:
     """One adaptation to run: train on `documents`, answer the questions of `passages`, file under `key`."""
 
     key: str
     passages: list[Passage]
-    documents: list[str]
+    documents: list[Document]
 
 
 class KnowledgeSteps:

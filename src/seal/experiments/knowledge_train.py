@@ -37,6 +37,7 @@ from seal.experiments.knowledge_steps import (
     record_key,
     select_passages,
     summarise_conditions,
+    training_documents,
 )
 from seal.experiments.steps import Experiment, mean, open_run, stable_seed
 from seal.grading import check_metric, metrics
@@ -144,7 +145,7 @@ class KnowledgeTrain(Experiment):
                 edits = key(phase, variant)
                 self.steps.sample(edits, passages, variant, sampling)
                 items += [
-                    PlanItem(k if cfg.eval_times == 1 else key(k, t), [passage], plan.documents)
+                    PlanItem(k if cfg.eval_times == 1 else key(k, t), [passage], training_documents(plan))
                     for k, (passage, plan) in self._plans(edits, passages, cfg.eval_k, variant).items()
                     for t in range(cfg.eval_times)
                 ]
@@ -189,7 +190,7 @@ class KnowledgeTrain(Experiment):
             self.steps.sample(edits, passages, cfg.variant, cfg.sampling)
             plans = self._plans(edits, passages, cfg.sampling.k, cfg.variant)
             items = [
-                PlanItem(key(k, rep), [passage], plan.documents)
+                PlanItem(key(k, rep), [passage], training_documents(plan))
                 for k, (passage, plan) in plans.items()
                 if plan.self_edit_documents > 0  # an unusable self-edit is recorded with no reward, not trained on
                 for rep in range(cfg.repeats)
