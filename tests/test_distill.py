@@ -4,7 +4,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from seal.config import AdaptConfig, LoraConfig
+from seal.config import AdaptConfig, ArcEvalConfig, KnowledgeCPTConfig, LoraConfig
 from seal.engine.adapters import AdapterBank
 from seal.engine.distill import Distilled, TeacherTargets, teacher_targets, token_terms
 from seal.engine.training import TrainJob, _packed_losses, tokenize_documents, train_adapters
@@ -143,3 +143,16 @@ def test_distill_settings_are_checked(settings, field):
         AdaptConfig(**settings)
     assert err.value.error_count() == 1
     assert field in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "config, settings, says",
+    [
+        (ArcEvalConfig, {}, "an ARC plan has no passage"),
+        (KnowledgeCPTConfig, {"method": "full"}, "method: full trains sft"),
+    ],
+)
+def test_distill_is_refused_where_no_adapter_distils(config, settings, says):
+    with pytest.raises(ValidationError, match=says):
+        config(adapt={"objective": "distill"}, **settings)
+    assert config(adapt={"objective": "sft"}, **settings).adapt.objective == "sft"

@@ -407,6 +407,12 @@ class KnowledgeCPTConfig(KnowledgeRunConfig):
         default_factory=lambda: AdaptConfig(epochs=2), description="the training run over all documents"
     )
 
+    @model_validator(mode="after")
+    def _distill_lora(self) -> KnowledgeCPTConfig:
+        if self.method == "full" and self.adapt.objective == "distill":
+            raise ValueError("adapt.objective: distill trains LoRA adapters only; method: full trains sft")
+        return self
+
 
 ARC_DIR = "../shared/data/arc"
 
@@ -508,6 +514,12 @@ class ArcRunConfig(Section):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     seed: int = 0
     tracking: Tracking = Field(default_factory=list, description=TRACKING_HELP)
+
+    @model_validator(mode="after")
+    def _no_distill(self) -> ArcRunConfig:
+        if self.adapt.objective == "distill":
+            raise ValueError("adapt.objective: distill is for knowledge documents; an ARC plan has no passage to read")
+        return self
 
 
 class ArcEvalConfig(ArcRunConfig):
