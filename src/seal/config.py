@@ -384,6 +384,13 @@ class MemoryConfig(KnowledgeRunConfig):
     )
     router: RouterConfig = Field(default_factory=RouterConfig)
 
+    @field_validator("variant")
+    @classmethod
+    def _written_in_one_pass(cls, variant: str) -> str:
+        if variant == "probes":
+            raise ValueError("a library writes each self-edit in one pass; probes needs a second (its answers)")
+        return variant
+
 
 class KnowledgeCPTConfig(KnowledgeRunConfig):
     """`seal knowledge cpt`: continued pretraining on the self-edits of many passages at once, evaluated

@@ -112,6 +112,7 @@ def paper_subset(passages: list[Passage], n: int | None, seed: int = 42) -> list
 # --- self-edit prompts -----------------------------------------------------------------------------
 
 _PASSAGE = "Passage:\n{title}\n{context}\n\n"
+PROBES = "probes"
 
 PROMPTS: dict[str, str] = {
     "implications": (
@@ -137,6 +138,14 @@ PROMPTS: dict[str, str] = {
         "Read the passage below and write questions that test knowledge of it, each followed by its answer, "
         "in the form:\nQuestion: ...\nAnswer: ...\n\n" + _PASSAGE + "Questions and answers:\n"
     ),
+    # The probes variant: the policy writes only questions; the model with the passage in its prompt answers
+    # each of them afterwards (`probe_answer_prompt`), and the pairs are the self-edit (`probes_self_edit`).
+    PROBES: (
+        "Read the passage below and write questions that someone who has read it could answer and someone "
+        "who has not could not: one question per line, about every name, number, date and event in it.\n\n"
+        + _PASSAGE
+        + "Questions:\n"
+    ),
 }
 VARIANTS = tuple(PROMPTS)
 
@@ -152,6 +161,7 @@ COMPLETION_PROMPTS: dict[str, str] = {
     "one full sentence per line:\n- ",
     "rewrite": _DOCUMENT + "The same text, said again in other words:\n",
     "self-qa": _DOCUMENT + "Questions about the text above, with their answers:\nQuestion: ",
+    PROBES: _DOCUMENT + "Questions a reader of the text above can answer, one per line:\n1.",
 }
 
 
@@ -213,7 +223,7 @@ def plan(passage: Passage, self_edit: str, variant: str = "implications", split_
     Args:
         passage: the context the self-edit was written for.
         self_edit: the text the policy wrote ("" for the passage-only condition).
-        variant: the prompt it was written with (self-qa keeps question and answer together).
+        variant: the prompt it was written with (self-qa and probes keep question and answer together).
         split_lines: false keeps the self-edit whole as one document.
     Returns:
         the plan: its documents, how many came from the self-edit, and notes on what was dropped.
@@ -221,7 +231,7 @@ def plan(passage: Passage, self_edit: str, variant: str = "implications", split_
     notes = []
     if not split_lines:
         units = [self_edit.strip()] if self_edit.strip() else []
-    elif variant == "self-qa":
+    elif variant in ("self-qa", PROBES):
         units = _qa_blocks(self_edit)
     else:
         units = _self_edit_lines(self_edit)
@@ -252,3 +262,32 @@ def answer_prompt(lm: LoadedModel, passage: Passage, question: Question, in_cont
 def gold_continuation(lm: LoadedModel, question: Question) -> str:
     """The gold answer as the model would write it after the prompt (a leading space after 'Answer:')."""
     return question.answer if lm.chat else " " + question.answer
+
+
+# --- probes: questions answered with the passage in context ---------------------------------------
+
+_QUESTION_PREFIX = re.compile(r"^\s*(?:[-*•]|\d+\s*[.):]|Q(?:uestion)?\s*\d*\s*[:.)])?\s*", re.IGNORECASE)
+
+
+def probe_questions(text: str) -> list[str]:
+    """The questions a probes self-edit wrote: each line's text up to its first question mark (numbering and
+    bullets dropped), lines without one left out, each question once."""
+    questions: dict[str, str] = {}
+    for line in text.splitlines():
+        body = _QUESTION_PREFIX.sub("", line.replace("*", ""), count=1)
+        if "?" in body and body.index("?") > 0:
+            question = body[: body.index("?") + 1].strip()
+            questions.setdefault(" ".join(question.lower().split()), question)
+    return list(questions.values())
+
+
+def probe_answer_prompt(lm: LoadedModel, passage: Passage, question: str) -> str:
+    """The prompt the in-context model answers a probe from: the passage, then the question (as the
+    in-context condition answers the gold questions)."""
+    return answer_prompt(lm, passage, Question(question, ""), in_context=True)
+
+
+def probes_self_edit(questions: list[str], answers: list[str]) -> str:
+    """Questions and their in-context answers as a self-edit, one Question/Answer pair per block (an
+    unanswered question is left out)."""
+    return "\n".join(f"Question: {q}\nAnswer: {a.strip()}" for q, a in zip(questions, answers) if a.strip())

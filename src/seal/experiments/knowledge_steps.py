@@ -25,6 +25,7 @@ from seal.domains import knowledge
 from seal.domains.knowledge import Passage
 from seal.engine.distill import Distilled
 from seal.engine.loop import AdaptJob, adapt_batch, work_batches
+from seal.engine.sampling import generate
 from seal.engine.scoring import Probe, regroup, score_probes
 from seal.engine.training import Document
 from seal.errors import DataError
@@ -171,11 +172,47 @@ class KnowledgeSteps:
 
     def sample(self, phase: str, passages: list[Passage], variant: str, sampling: SamplingConfig) -> None:
         """`sampling.k` self-edits per passage, written with the `variant` prompt, filed as `{phase}/{passage}/{i}`."""
+        if variant == knowledge.PROBES:
+            self.sample_probes(phase, passages, sampling)
+            return
         chat = self.executor.tokenizer_view().chat
         wanted = [
             (key(p.key, i), knowledge.self_edit_prompt(p, variant, chat)) for p in passages for i in range(sampling.k)
         ]
         sample_self_edits(self.store, self.executor, phase, wanted, sampling, self.seed, self.console)
+
+    def sample_probes(self, phase: str, passages: list[Passage], sampling: SamplingConfig) -> None:
+        """The probes variant, in two stages: `sampling.k` lists of questions per passage written by the
+        policy with the passage in its prompt (filed under `{phase}/questions/{passage}/{i}`), then each
+        question answered greedily by the model with the passage in its prompt, as the in-context condition
+        answers; the pairs are the self-edit `{phase}/{passage}/{i}`, with the question prompt and the
+        questions as written (what ReST-EM teaches the policy to write)."""
+        asked = key(phase, "questions")
+        chat = self.executor.tokenizer_view().chat
+        wanted = [
+            (key(p.key, i), knowledge.self_edit_prompt(p, knowledge.PROBES, chat))
+            for p in passages
+            for i in range(sampling.k)
+        ]
+        sample_self_edits(self.store, self.executor, asked, wanted, sampling, self.seed, self.console)
+        done = self.store.keys("self_edits")
+        todo = [(p, i) for p in passages for i in range(sampling.k) if record_key(phase, p, i) not in done]
+        if not todo:
+            return
+        written = self.store.all("self_edits")
+        lists = [(record_key(phase, p, i), p, written[key(asked, p.key, i)]) for p, i in todo]
+        chunks = [lists[s : s + ANSWER_CHUNK] for s in range(0, len(lists), ANSWER_CHUNK)]
+        label = f"{phase}: answering the probes in context"
+        begin_phase(self.store, label, "sample", "self_edits", [k for k, _, _ in lists])
+        with progress_bar(self.console) as progress:
+            task = progress.add_task(label, total=len(lists))
+            for chunk, answers in self.executor.map(probe_answer_work, chunks, self.answer_cfg):
+                records = [
+                    (k, {"prompt": edit["prompt"], "text": text, "questions": edit["text"]})
+                    for (k, _, edit), text in zip(chunk, answers)
+                ]
+                self.store.put_many("self_edits", records)
+                progress.advance(task, len(chunk))
 
     def adapt(self, items: list[PlanItem], label: str = "adapting and scoring") -> None:
         """Each item's adapted answers filed under its key, one transaction per batch of adapters.
@@ -221,6 +258,22 @@ def answer_work(
     """Per passage of the chunk, the records of its probes (unadapted model)."""
     probes = [p for _, group in item for p in group]
     return regroup(score_probes(lm, probes, answer, judge), [len(group) for _, group in item])
+
+
+def probe_answer_work(lm: LoadedModel, chunk: list[tuple[str, Passage, dict]], answer: AnswerConfig) -> list[str]:
+    """Per (key, passage, written questions) of the chunk, the probes self-edit: each question the policy
+    wrote, answered greedily by the model with the passage in its prompt."""
+    asked = [(p, knowledge.probe_questions(edit["text"])) for _, p, edit in chunk]
+    prompts = [knowledge.probe_answer_prompt(lm, p, q) for p, questions in asked for q in questions]
+    texts = generate(
+        lm,
+        prompts,
+        max_new_tokens=answer.max_new_tokens,
+        batch_size=answer.batch_size,
+        stop_at_newline=answer.stop_at_newline,
+    )
+    answers = regroup(texts, [len(questions) for _, questions in asked])
+    return [knowledge.probes_self_edit(questions, a) for (_, questions), a in zip(asked, answers)]
 
 
 def evaluation_table(summary: dict[str, dict]) -> dict[str, dict[str, dict]]:

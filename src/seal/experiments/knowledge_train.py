@@ -220,7 +220,8 @@ class KnowledgeTrain(Experiment):
             for passage in self.round_passages[r - 1]
             for i in selections[selection_key(r, passage)]["kept"]
         ]
-        examples = [(edit["prompt"], edit["text"]) for edit in kept]
+        # a probes self-edit's answers come from the in-context model: the policy learns its questions
+        examples = [(edit["prompt"], edit.get("questions", edit["text"])) for edit in kept]
         self.policy.fine_tune(r, examples, self.cfg.policy, stable_seed(self.cfg.seed, "sft", r), self.executor)
 
     # --- the whole run ---------------------------------------------------------------------------
