@@ -280,6 +280,22 @@ class KnowledgeTrainConfig(KnowledgeRunConfig):
         default_factory=lambda: ["in-context", "passage"], description="conditions scored once with the initial policy"
     )
     reward: str = Field("verdict", description="the metric a self-edit's gain over the unadapted model is measured in")
+    reward_questions: Literal["gold", "self"] = Field(
+        "gold",
+        description="what a training self-edit's reward is measured on: the data's questions (gold), or (self) "
+        "questions and references the initial model writes once about each training passage with the passage "
+        "in its prompt, kept when the reference is a span of the passage or agreed by self_agree samples and "
+        "the model does not already answer closed-book (training passages then need no questions)",
+    )
+    self_question_lists: int = Field(2, ge=1, description="reward_questions: self: question lists per passage")
+    self_answer_samples: int = Field(
+        3,
+        ge=1,
+        description="reward_questions: self: in-context answers sampled per question (its reference: the most given)",
+    )
+    self_agree: int = Field(
+        2, ge=1, description="reward_questions: self: samples that must agree on a reference that is not a span"
+    )
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 

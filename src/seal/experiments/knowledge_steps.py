@@ -17,12 +17,13 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+import torch
 from rich.console import Console
 
 from seal.cluster import Executor
 from seal.config import AdaptConfig, AnswerConfig, JudgeConfig, ModelConfig, SamplingConfig
 from seal.domains import knowledge
-from seal.domains.knowledge import Passage
+from seal.domains.knowledge import Passage, Question
 from seal.engine.distill import Distilled
 from seal.engine.loop import AdaptJob, adapt_batch, work_batches
 from seal.engine.sampling import generate
@@ -52,15 +53,16 @@ def record_key(phase: str, passage: Passage, index: int = 0) -> str:
     return key(phase, passage.key, index)
 
 
-def select_passages(data: str, n: int | None, paper_subset: bool) -> list[Passage]:
-    """The first n passages of the file (in the paper's subset order), each with questions to score."""
+def select_passages(data: str, n: int | None, paper_subset: bool, need_questions: bool = True) -> list[Passage]:
+    """The first n passages of the file (in the paper's subset order), each with questions to score (unless
+    `need_questions` is false)."""
     passages = knowledge.load_passages(data)
     if paper_subset:
         chosen = knowledge.paper_subset(passages, n)
     else:
         chosen = passages if n is None else passages[:n]
     empty = [p for p in chosen if not p.questions]
-    if empty:
+    if empty and need_questions:
         raise DataError(
             f"{data}: {len(empty)} of the chosen passages have no questions to score, "
             f"e.g. record {empty[0].source_index} ({empty[0].title!r})"
@@ -214,6 +216,51 @@ class KnowledgeSteps:
                 self.store.put_many("self_edits", records)
                 progress.advance(task, len(chunk))
 
+    def self_questions(
+        self, phase: str, passages: list[Passage], sampling: SamplingConfig, samples: int, agree: int
+    ) -> dict[str, list[Question]]:
+        """Questions and references for a self-supervised reward, written once by the model the executor holds
+        (the frozen initial policy) with each passage in its prompt: `sampling.k` lists of questions per passage
+        (self-edits `{phase}/questions/{passage}/{i}`), `samples` in-context answers to each (sampled as
+        `sampling` says), the reference each one's answers give (`knowledge.references`), and the questions
+        the model answers closed-book already dropped (`knowledge.unanswered`). Filed per passage as
+        `{phase}/{passage}` (kind "self_questions"); returns them by passage key."""
+        done = self.store.keys("self_questions")
+        todo = [p for p in passages if key(phase, p.key) not in done]
+        if todo:
+            asked = key(phase, "questions")
+            chat = self.executor.tokenizer_view().chat
+            wanted = [
+                (key(p.key, i), knowledge.self_edit_prompt(p, knowledge.PROBES, chat))
+                for p in todo
+                for i in range(sampling.k)
+            ]
+            sample_self_edits(self.store, self.executor, asked, wanted, sampling, self.seed, self.console)
+            written = self.store.all("self_edits")
+            lists = [
+                (
+                    p,
+                    [
+                        q
+                        for i in range(sampling.k)
+                        for q in knowledge.probe_questions(written[key(asked, p.key, i)]["text"])
+                    ],
+                )
+                for p in todo
+            ]
+            chunks = [lists[s : s + ANSWER_CHUNK] for s in range(0, len(lists), ANSWER_CHUNK)]
+            label = f"{phase}: answering and filtering the self-written questions"
+            begin_phase(self.store, label, "answer", "self_questions", [key(phase, p.key) for p in todo])
+            settings = (sampling, samples, agree, self.answer_cfg, self.seed)
+            with progress_bar(self.console) as progress:
+                task = progress.add_task(label, total=len(lists))
+                for chunk, kept in self.executor.map(self_question_work, chunks, *settings):
+                    records = [(key(phase, p.key), [vars(q) for q in qs]) for (p, _), qs in zip(chunk, kept)]
+                    self.store.put_many("self_questions", records)
+                    progress.advance(task, len(chunk))
+        stored = self.store.all("self_questions")
+        return {p.key: [Question(**q) for q in stored[key(phase, p.key)]] for p in passages}
+
     def adapt(self, items: list[PlanItem], label: str = "adapting and scoring") -> None:
         """Each item's adapted answers filed under its key, one transaction per batch of adapters.
 
@@ -274,6 +321,45 @@ def probe_answer_work(lm: LoadedModel, chunk: list[tuple[str, Passage, dict]], a
     )
     answers = regroup(texts, [len(questions) for _, questions in asked])
     return [knowledge.probes_self_edit(questions, a) for (_, questions), a in zip(asked, answers)]
+
+
+def self_question_work(
+    lm: LoadedModel,
+    chunk: list[tuple[Passage, list[str]]],
+    sampling: SamplingConfig,
+    samples: int,
+    agree: int,
+    answer: AnswerConfig,
+    seed: int,
+) -> list[list[Question]]:
+    """Per (passage, questions written about it) of the chunk, the questions kept for a self-supervised reward
+    with their references (see `KnowledgeSteps.self_questions`); seeded by the chunk's first passage."""
+    torch.manual_seed(stable_seed(seed, "self-questions", chunk[0][0].key))
+    prompts = [
+        knowledge.probe_answer_prompt(lm, p, q) for p, questions in chunk for q in questions for _ in range(samples)
+    ]
+    texts = generate(
+        lm,
+        prompts,
+        max_new_tokens=answer.max_new_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        batch_size=answer.batch_size,
+        stop_at_newline=answer.stop_at_newline,
+    )
+    per_question = iter(regroup(texts, [samples] * sum(len(questions) for _, questions in chunk)))
+    found = [knowledge.references(p, [(q, next(per_question)) for q in questions], agree) for p, questions in chunk]
+    closed = [knowledge.answer_prompt(lm, p, q) for (p, _), refs in zip(chunk, found) for q in refs]
+    closed_book = iter(
+        generate(
+            lm,
+            closed,
+            max_new_tokens=answer.max_new_tokens,
+            batch_size=answer.batch_size,
+            stop_at_newline=answer.stop_at_newline,
+        )
+    )
+    return [knowledge.unanswered(refs, [next(closed_book) for _ in refs]) for refs in found]
 
 
 def evaluation_table(summary: dict[str, dict]) -> dict[str, dict[str, dict]]:

@@ -19,6 +19,7 @@ of policy p, `selections` and `policy` records per round. Policy adapters live i
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -45,6 +46,7 @@ from seal.status import record_evaluation
 from seal.store import RunStore, key
 
 BASELINES = ("in-context", "passage")
+SELF_QUESTIONS = "self-questions"  # where reward_questions: self files the questions the initial policy wrote
 
 
 def eval_phase(policy_round: int) -> str:
@@ -69,9 +71,10 @@ def selection_key(r: int, passage: Passage) -> str:
 def training_passages(cfg: KnowledgeTrainConfig) -> list[list[Passage]]:
     """Each round's training passages: the same first `train_passages` every round, or (fresh) round r's own
     block of them, in file order (the release trains round 0 on 50 SQuAD-train passages, round 1 on the next 50)."""
+    labelled = cfg.reward_questions == "gold"  # self: the passages' own questions are not used
     if cfg.round_passages == "same":
-        return [select_passages(cfg.train_data, cfg.train_passages, paper_subset=False)] * cfg.rounds
-    pool = select_passages(cfg.train_data, None, paper_subset=False)
+        return [select_passages(cfg.train_data, cfg.train_passages, False, labelled)] * cfg.rounds
+    pool = select_passages(cfg.train_data, None, False, labelled)
     per_round = cfg.train_passages or len(pool) // cfg.rounds
     if per_round * cfg.rounds > len(pool) or per_round == 0:
         raise DataError(
@@ -226,9 +229,32 @@ class KnowledgeTrain(Experiment):
 
     # --- the whole run ---------------------------------------------------------------------------
 
+    def self_questioned(self) -> list[list[Passage]]:
+        """Each round's training passages with, in place of their own questions, those the initial policy
+        wrote about them with their references (`reward_questions: self`); a passage it kept none for is
+        left out of training."""
+        cfg = self.cfg
+        self.policy.use(0)
+        every = list({p.key: p for passages in self.round_passages for p in passages}.values())
+        sampling = cfg.sampling.model_copy(update={"k": cfg.self_question_lists})
+        found = self.steps.self_questions(SELF_QUESTIONS, every, sampling, cfg.self_answer_samples, cfg.self_agree)
+        rounds = [
+            [replace(p, questions=found[p.key]) for p in passages if found[p.key]] for passages in self.round_passages
+        ]
+        for r, passages in enumerate(rounds, 1):
+            if not passages:
+                raise DataError(
+                    f"{cfg.train_data}: the initial model kept no question of its own about any training passage of "
+                    f"round {r} (reward_questions: self); more question lists (self_question_lists) or fewer "
+                    "agreeing samples (self_agree) may keep some"
+                )
+        return rounds
+
     def run(self) -> dict:
         """Every round not finished yet, then the results (also written to results.json)."""
         with self.store, self.executor:
+            if self.cfg.reward_questions == "self":
+                self.round_passages = self.self_questioned()
             policy.run_rounds(self.cfg.rounds, self.evaluate, self.train_round)
             return self.store.write_results(summarise(self.cfg, self.round_passages, self.eval_passages, self.store))
 
