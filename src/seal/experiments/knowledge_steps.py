@@ -183,13 +183,9 @@ class KnowledgeSteps:
         ]
         sample_self_edits(self.store, self.executor, phase, wanted, sampling, self.seed, self.console)
 
-    def sample_probes(self, phase: str, passages: list[Passage], sampling: SamplingConfig) -> None:
-        """The probes variant, in two stages: `sampling.k` lists of questions per passage written by the
-        policy with the passage in its prompt (filed under `{phase}/questions/{passage}/{i}`), then each
-        question answered greedily by the model with the passage in its prompt, as the in-context condition
-        answers; the pairs are the self-edit `{phase}/{passage}/{i}`, with the question prompt and the
-        questions as written (what ReST-EM teaches the policy to write)."""
-        asked = key(phase, "questions")
+    def question_lists(self, asked: str, passages: list[Passage], sampling: SamplingConfig) -> dict[str, dict]:
+        """`sampling.k` lists of questions per passage written by the policy with the passage in its prompt
+        (the probes prompt), filed as self-edits `{asked}/{passage}/{i}`; returns every self-edit record."""
         chat = self.executor.tokenizer_view().chat
         wanted = [
             (key(p.key, i), knowledge.self_edit_prompt(p, knowledge.PROBES, chat))
@@ -197,17 +193,26 @@ class KnowledgeSteps:
             for i in range(sampling.k)
         ]
         sample_self_edits(self.store, self.executor, asked, wanted, sampling, self.seed, self.console)
-        done = self.store.keys("self_edits")
-        todo = [(p, i) for p in passages for i in range(sampling.k) if record_key(phase, p, i) not in done]
+        return self.store.all("self_edits")
+
+    def sample_probes(self, phase: str, passages: list[Passage], sampling: SamplingConfig) -> None:
+        """The probes variant, in two stages: `question_lists` (under `{phase}/questions`), then each question
+        answered greedily by the model with the passage in its prompt, as the in-context condition answers;
+        the pairs are the self-edit `{phase}/{passage}/{i}`, with the question prompt and the questions as
+        written (what ReST-EM teaches the policy to write)."""
+        asked = key(phase, "questions")
+        written = self.question_lists(asked, passages, sampling)
+        lists = [
+            (record_key(phase, p, i), p, written[key(asked, p.key, i)]) for p in passages for i in range(sampling.k)
+        ]
+        todo = [(k, p, edit) for k, p, edit in lists if k not in written]
         if not todo:
             return
-        written = self.store.all("self_edits")
-        lists = [(record_key(phase, p, i), p, written[key(asked, p.key, i)]) for p, i in todo]
-        chunks = [lists[s : s + ANSWER_CHUNK] for s in range(0, len(lists), ANSWER_CHUNK)]
+        chunks = [todo[s : s + ANSWER_CHUNK] for s in range(0, len(todo), ANSWER_CHUNK)]  # greedy: any cut
         label = f"{phase}: answering the probes in context"
         begin_phase(self.store, label, "sample", "self_edits", [k for k, _, _ in lists])
         with progress_bar(self.console) as progress:
-            task = progress.add_task(label, total=len(lists))
+            task = progress.add_task(label, total=len(todo))
             for chunk, answers in self.executor.map(probe_answer_work, chunks, self.answer_cfg):
                 records = [
                     (k, {"prompt": edit["prompt"], "text": text, "questions": edit["text"]})
@@ -220,44 +225,36 @@ class KnowledgeSteps:
         self, phase: str, passages: list[Passage], sampling: SamplingConfig, samples: int, agree: int
     ) -> dict[str, list[Question]]:
         """Questions and references for a self-supervised reward, written once by the model the executor holds
-        (the frozen initial policy) with each passage in its prompt: `sampling.k` lists of questions per passage
-        (self-edits `{phase}/questions/{passage}/{i}`), `samples` in-context answers to each (sampled as
-        `sampling` says), the reference each one's answers give (`knowledge.references`), and the questions
-        the model answers closed-book already dropped (`knowledge.unanswered`). Filed per passage as
-        `{phase}/{passage}` (kind "self_questions"); returns them by passage key."""
+        (the frozen initial policy) with each passage in its prompt: `question_lists` (under
+        `{phase}/questions`), `samples` in-context answers to each question (sampled as `sampling` says), the
+        reference each one's answers give (`knowledge.references`), and the questions the model answers
+        closed-book already dropped (`knowledge.unanswered`). Filed per passage as `{phase}/{passage}` (kind
+        "self_questions"), in chunks cut from all `passages` so that a resumed run samples what the
+        interrupted one would have; returns them by passage key."""
+        chunks = [passages[s : s + ANSWER_CHUNK] for s in range(0, len(passages), ANSWER_CHUNK)]
         done = self.store.keys("self_questions")
-        todo = [p for p in passages if key(phase, p.key) not in done]
+        todo = [c for c in chunks if any(key(phase, p.key) not in done for p in c)]
         if todo:
             asked = key(phase, "questions")
-            chat = self.executor.tokenizer_view().chat
-            wanted = [
-                (key(p.key, i), knowledge.self_edit_prompt(p, knowledge.PROBES, chat))
-                for p in todo
-                for i in range(sampling.k)
-            ]
-            sample_self_edits(self.store, self.executor, asked, wanted, sampling, self.seed, self.console)
-            written = self.store.all("self_edits")
-            lists = [
-                (
-                    p,
-                    [
-                        q
-                        for i in range(sampling.k)
-                        for q in knowledge.probe_questions(written[key(asked, p.key, i)]["text"])
-                    ],
-                )
-                for p in todo
-            ]
-            chunks = [lists[s : s + ANSWER_CHUNK] for s in range(0, len(lists), ANSWER_CHUNK)]
+            written = self.question_lists(asked, [p for c in todo for p in c], sampling)
+
+            def questions(p: Passage) -> list[str]:
+                return [
+                    q
+                    for i in range(sampling.k)
+                    for q in knowledge.probe_questions(written[key(asked, p.key, i)]["text"])
+                ]
+
+            items = [[(p, questions(p)) for p in c] for c in todo]
             label = f"{phase}: answering and filtering the self-written questions"
-            begin_phase(self.store, label, "answer", "self_questions", [key(phase, p.key) for p in todo])
+            begin_phase(self.store, label, "answer", "self_questions", [key(phase, p.key) for p in passages])
             settings = (sampling, samples, agree, self.answer_cfg, self.seed)
             with progress_bar(self.console) as progress:
-                task = progress.add_task(label, total=len(lists))
-                for chunk, kept in self.executor.map(self_question_work, chunks, *settings):
-                    records = [(key(phase, p.key), [vars(q) for q in qs]) for (p, _), qs in zip(chunk, kept)]
+                task = progress.add_task(label, total=sum(len(c) for c in todo))
+                for item, kept in self.executor.map(self_question_work, items, *settings):
+                    records = [(key(phase, p.key), [vars(q) for q in qs]) for (p, _), qs in zip(item, kept)]
                     self.store.put_many("self_questions", records)
-                    progress.advance(task, len(chunk))
+                    progress.advance(task, len(item))
         stored = self.store.all("self_questions")
         return {p.key: [Question(**q) for q in stored[key(phase, p.key)]] for p in passages}
 
