@@ -395,7 +395,8 @@ def test_readme_distill_command_distils_the_probes_self_edits(tiny_lm, tiny_dir,
     store = RunStore(out, config, read_only=True)
     edits = store.all("self_edits")
     store.close()
-    for passage in knowledge.load_passages(passages3)[:2]:
+    by_key = {p.key: p for p in knowledge.load_passages(passages3)}
+    for passage in (by_key[row["key"]] for row in results["passages"]):
         written, pairs = edits[f"probes/questions/{passage.key}/0"], edits[f"probes/{passage.key}/0"]
         assert passage.context in written["prompt"]
         assert pairs["questions"] == written["text"] and pairs["prompt"] == written["prompt"]
