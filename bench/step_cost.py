@@ -11,7 +11,7 @@ writes JSON.
 
     python bench/step_cost.py
     python bench/step_cost.py --ks 1,5,15,30 --targets all
-    python bench/step_cost.py --ks 8 --objective distill   # against the same line without --objective
+    python bench/step_cost.py --ks 4,8 --epochs 10 --objective distill   # against the same without --objective
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--targets", default="q_proj,v_proj", help="LoRA targets; 'all' = every projection")
     parser.add_argument("--objective", choices=["sft", "distill"], default="sft")
+    parser.add_argument("--epochs", type=int, default=1, help="distill: the teacher's pass is shared by the epochs")
     parser.add_argument("--out", default=None, help="default: bench/results/step_cost[-distill].json")
     args = parser.parse_args()
     suffix = "" if args.objective == "sft" else f"-{args.objective}"
@@ -51,7 +52,7 @@ def main() -> None:
     ks = [int(k) for k in args.ks.split(",")]
     targets = ALL_PROJECTIONS if args.targets == "all" else args.targets.split(",")
     lm = load_model("embedded", dtype="auto")
-    adapt = AdaptConfig(epochs=1, slots=max(ks), lora=LoraConfig(targets=targets), objective=args.objective)
+    adapt = AdaptConfig(epochs=args.epochs, slots=max(ks), lora=LoraConfig(targets=targets), objective=args.objective)
     bank = AdapterBank.attach(lm.model, adapt.lora, max(ks))
     plans = build_jobs(lm, max(ks))
     rows = []
@@ -79,6 +80,7 @@ def main() -> None:
         "dtype": str(lm.dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
         "objective": args.objective,
+        "epochs": args.epochs,
         "lora_targets": targets,
         "rows": rows,
         "fit": {"fixed_seconds": fixed, "seconds_per_token": per_token},
