@@ -86,7 +86,7 @@ def matmul_peak(dtype: torch.dtype, device: str, seconds: float = 3.0) -> float:
 def build_jobs(lm, count: int):
     from seal.domains import knowledge
     from seal.engine.loop import AdaptJob
-    from seal.experiments.knowledge_steps import probes_for
+    from seal.experiments.knowledge_steps import probes_for, training_documents
 
     passages = knowledge.paper_subset(knowledge.load_passages(DATA / "squad_val.json"), 200)
     edits = {
@@ -95,7 +95,7 @@ def build_jobs(lm, count: int):
     jobs = []
     for i, passage in enumerate(passages[:count]):
         plan = knowledge.plan(passage, edits[(passage.title, passage.context)][0], "implications")
-        jobs.append(AdaptJob(f"bench/{i}", plan.documents, probes_for(lm, passage), seed=i))
+        jobs.append(AdaptJob(f"bench/{i}", training_documents(plan), probes_for(lm, passage), seed=i))
     return jobs
 
 

@@ -276,6 +276,39 @@ def test_every_cpu_recipe_runs_as_its_first_line_says(recipe, tiny_dir, tmp_path
     assert (tmp_path / "run" / "results.json").exists()
 
 
+def test_documented_distill_command_distils_the_probes_self_edits(tiny_lm, tiny_dir, passages3, tmp_path, monkeypatch):
+    """The knowledge page's distillation command on the tiny model: the probes' questions are filed, then the pairs
+    the in-context model answered them with, and each plan is trained under distill."""
+    from seal.domains import knowledge
+    from seal.experiments.knowledge_steps import probe_answer_work
+    from seal.store import RunStore
+    from test_docs import code_blocks
+
+    block = next(b for b in code_blocks(ROOT / "docs" / "knowledge.md", "bash") if "adapt.objective=distill" in b)
+    args = shlex.split(block.replace("\\\n", " "))
+    assert args[:5] == ["python3", "-m", "seal", "knowledge", "eval"]
+    out = tmp_path / "run"
+    args[args.index("--out") + 1] = str(out)
+    args[args.index("--data") + 1] = str(passages3)
+    small = ["--model", str(tiny_dir), *SMALL["knowledge eval"], "--passages", "2", "--k", "1"]
+    monkeypatch.chdir(ROOT)
+    result = runner.invoke(app, args[3:] + small + ["--set", "model.dtype=float32"])
+    assert result.exit_code == 0, result.output
+    config = load_config(KnowledgeEvalConfig, out / "config.yaml")
+    assert config.adapt.objective == "distill" and "probes" in config.conditions
+    results = json.loads((out / "results.json").read_text())
+    assert results["conditions"]["probes"]["n_self_edits"] == 2
+    store = RunStore(out, config, read_only=True)
+    edits = store.all("self_edits")
+    store.close()
+    by_key = {p.key: p for p in knowledge.load_passages(passages3)}
+    for passage in (by_key[row["key"]] for row in results["passages"]):
+        written, pairs = edits[f"probes/questions/{passage.key}/0"], edits[f"probes/{passage.key}/0"]
+        assert passage.context in written["prompt"]
+        assert pairs["written"] == written["text"] and pairs["prompt"] == written["prompt"]
+        assert pairs["text"] == probe_answer_work(tiny_lm, [("k", passage, written)], config.answer)[0]
+
+
 def test_kept_adapters_load_with_peft_and_reproduce_the_adapted_answers(tiny_dir, passages_file, tmp_path):
     from peft import PeftModel
 

@@ -157,7 +157,8 @@ def test_cpt_repeats_the_passage_after_each_self_edit_as_the_release_does(tiny_d
     for repeat, passage_copies in ((False, 1), (True, 2)):
         cfg = load_config(KnowledgeCPTConfig, None, [*base, f"self_edits_file={edits}", f"repeat_passage={repeat}"])
         docs = KnowledgeCPT(cfg, tmp_path / f"cpt-{repeat}").documents("file")
-        assert sum("The Seine flows through it." in d for d in docs) == passage_copies
+        texts = [d if isinstance(d, str) else d.text for d in docs]  # self-edit documents carry their passage
+        assert sum("The Seine flows through it." in t for t in texts) == passage_copies
 
 
 def test_continual_self_edits_in_paper_mode_are_written_by_the_model_merged_so_far(tiny_dir, tmp_path, monkeypatch):

@@ -128,6 +128,24 @@ class AdaptConfig(Section):
         "buckets so it compiles once per bucket; the adapters and attention stay eager (off until measured to pay)",
     )
     keep_adapters: bool = Field(False, description="save each adapter in peft format under the run dir")
+    objective: Literal["sft", "distill"] = Field(
+        "sft",
+        description="how an adapter learns a self-edit document: sft, next-token loss on its text (paper); distill, "
+        "match the frozen model reading the passage first (its top-k next-token probabilities, KL), the student "
+        "reading the document alone. The passage document is always next-token",
+    )
+    distill_weight: float = Field(
+        1.0, ge=0.0, le=1.0, description="distill: loss = w * KL + (1 - w) * next-token on self-edit documents"
+    )
+    distill_top_k: int = Field(
+        20, ge=1, description="distill: teacher probabilities kept per token (renormalised over the k)"
+    )
+
+    @model_validator(mode="after")
+    def _distill_engine(self) -> AdaptConfig:
+        if self.objective == "distill" and self.engine == "peft":
+            raise ValueError("adapt.objective: distill needs adapt.engine: batched (the peft engine trains sft only)")
+        return self
 
     @property
     def unit(self) -> int:
@@ -266,6 +284,22 @@ class KnowledgeTrainConfig(KnowledgeRunConfig):
         default_factory=lambda: ["in-context", "passage"], description="conditions scored once with the initial policy"
     )
     reward: str = Field("verdict", description="the metric a self-edit's gain over the unadapted model is measured in")
+    reward_questions: Literal["gold", "self"] = Field(
+        "gold",
+        description="what a training self-edit's reward is measured on: the data's questions (gold), or (self) "
+        "questions and references the initial model writes once about each training passage with the passage "
+        "in its prompt, kept when the reference is a span of the passage or agreed by self_agree samples and "
+        "the model does not already answer closed-book (training passages then need no questions)",
+    )
+    self_question_lists: int = Field(2, ge=1, description="reward_questions: self: question lists per passage")
+    self_answer_samples: int = Field(
+        3,
+        ge=1,
+        description="reward_questions: self: in-context answers sampled per question (its reference: the most given)",
+    )
+    self_agree: int = Field(
+        2, ge=1, description="reward_questions: self: samples that must agree on a reference that is not a span"
+    )
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
@@ -370,6 +404,13 @@ class MemoryConfig(KnowledgeRunConfig):
     )
     router: RouterConfig = Field(default_factory=RouterConfig)
 
+    @field_validator("variant")
+    @classmethod
+    def _written_in_one_pass(cls, variant: str) -> str:
+        if variant == "probes":
+            raise ValueError("a library writes each self-edit in one pass; probes needs a second (its answers)")
+        return variant
+
 
 class KnowledgeCPTConfig(KnowledgeRunConfig):
     """`seal knowledge cpt`: continued pretraining on the self-edits of many passages at once, evaluated
@@ -392,6 +433,12 @@ class KnowledgeCPTConfig(KnowledgeRunConfig):
     adapt: AdaptConfig = Field(
         default_factory=lambda: AdaptConfig(epochs=2), description="the training run over all documents"
     )
+
+    @model_validator(mode="after")
+    def _distill_lora(self) -> KnowledgeCPTConfig:
+        if self.method == "full" and self.adapt.objective == "distill":
+            raise ValueError("adapt.objective: distill trains LoRA adapters only; method: full trains sft")
+        return self
 
 
 ARC = "arc-agi:"  # the data set `seal data fetch arc-agi` fetches
@@ -530,6 +577,12 @@ class ArcRunConfig(Section):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     seed: int = 0
     tracking: Tracking = Field(default_factory=list, description=TRACKING_HELP)
+
+    @model_validator(mode="after")
+    def _no_distill(self) -> ArcRunConfig:
+        if self.adapt.objective == "distill":
+            raise ValueError("adapt.objective: distill is for knowledge documents; an ARC plan has no passage to read")
+        return self
 
 
 class ArcEvalConfig(ArcRunConfig):

@@ -39,6 +39,7 @@ from seal.engine.planner import resolved
 from seal.engine.sampling import generate
 from seal.engine.training import TrainJob, train_adapters
 from seal.errors import DataError, LibraryError
+from seal.experiments.knowledge_steps import training_documents
 from seal.experiments.steps import TrainingProgress, progress_bar, sample_work, stable_seed, training_tokens
 from seal.files import damage, sha256, written
 from seal.models import ModelOnDemand
@@ -309,7 +310,7 @@ class Memory:
         lm, cfg = self.model(), self.cfg
         self_edits = index["pending"]["self_edits"]
         plans = [knowledge.plan(d, self_edits[i], cfg.variant, cfg.split_lines) for i, d in todo]
-        jobs = [TrainJob(p.documents, stable_seed(cfg.seed, i)) for (i, _), p in zip(todo, plans)]
+        jobs = [TrainJob(training_documents(p), stable_seed(cfg.seed, i)) for (i, _), p in zip(todo, plans)]
         adapt = resolved(lm, cfg.adapt)
         bank = AdapterBank.attach(lm.model, adapt.lora, min(adapt.slots, len(jobs)))
 

@@ -151,7 +151,9 @@ class ReSTEM:
             self.domain.self_edits(r),
         )
         kept = [sampled[key(edits, c.key, i)] for c in contexts for i in selections[selection_key(r, c)]["kept"]]
-        examples = [(edit["prompt"], edit["text"]) for edit in kept]
+        # what the policy wrote: a self-edit whose plan text was completed elsewhere (the in-context model's
+        # answers to a probes self-edit's questions) records the policy's own part as `written`
+        examples = [(edit["prompt"], edit.get("written", edit["text"])) for edit in kept]
         self.policy.fine_tune(r, examples, self.cfg.policy, stable_seed(self.cfg.seed, "sft", r), self.executor)
 
     def summary(self) -> list[dict]:

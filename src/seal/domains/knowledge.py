@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from seal.datasets import locate
 from seal.errors import DataError
+from seal.grading.metrics import contains, normalize
 from seal.models import LoadedModel
 
 
@@ -114,6 +116,7 @@ def paper_subset(passages: list[Passage], n: int | None, seed: int = 42) -> list
 # --- self-edit prompts -----------------------------------------------------------------------------
 
 _PASSAGE = "Passage:\n{title}\n{context}\n\n"
+PROBES = "probes"
 
 PROMPTS: dict[str, str] = {
     "implications": (
@@ -139,6 +142,14 @@ PROMPTS: dict[str, str] = {
         "Read the passage below and write questions that test knowledge of it, each followed by its answer, "
         "in the form:\nQuestion: ...\nAnswer: ...\n\n" + _PASSAGE + "Questions and answers:\n"
     ),
+    # The probes variant: the policy writes only questions; the model with the passage in its prompt answers
+    # each of them afterwards (`probe_answer_prompt`), and the pairs are the self-edit (`probes_self_edit`).
+    PROBES: (
+        "Read the passage below and write questions that someone who has read it could answer and someone "
+        "who has not could not: one question per line, about every name, number, date and event in it.\n\n"
+        + _PASSAGE
+        + "Questions:\n"
+    ),
 }
 VARIANTS = tuple(PROMPTS)
 
@@ -154,6 +165,7 @@ COMPLETION_PROMPTS: dict[str, str] = {
     "one full sentence per line:\n- ",
     "rewrite": _DOCUMENT + "The same text, said again in other words:\n",
     "self-qa": _DOCUMENT + "Questions about the text above, with their answers:\nQuestion: ",
+    PROBES: _DOCUMENT + "Questions a reader of the text above can answer, one per line:\n1.",
 }
 
 
@@ -183,8 +195,9 @@ _QA_START = re.compile(r"^\s*(?:\*\*)?\s*(?:Q(?:uestion)?\s*\d*\s*[:.)])", re.IG
 @dataclass
 class Plan:
     documents: list[str]
-    self_edit_documents: int  # how many came from the self-edit (the rest is the passage)
+    self_edit_documents: int  # how many came from the self-edit, first (the rest is the passage)
     notes: list[str] = field(default_factory=list)
+    teacher_context: str = ""  # what a distillation teacher reads before each self-edit document: the passage
 
 
 def _self_edit_lines(text: str) -> list[str]:
@@ -214,7 +227,7 @@ def plan(passage: Passage, self_edit: str, variant: str = "implications", split_
     Args:
         passage: the context the self-edit was written for.
         self_edit: the text the policy wrote ("" for the passage-only condition).
-        variant: the prompt it was written with (self-qa keeps question and answer together).
+        variant: the prompt it was written with (self-qa and probes keep question and answer together).
         split_lines: false keeps the self-edit whole as one document.
     Returns:
         the plan: its documents, how many came from the self-edit, and notes on what was dropped.
@@ -222,7 +235,7 @@ def plan(passage: Passage, self_edit: str, variant: str = "implications", split_
     notes = []
     if not split_lines:
         units = [self_edit.strip()] if self_edit.strip() else []
-    elif variant == "self-qa":
+    elif variant in ("self-qa", PROBES):
         units = _qa_blocks(self_edit)
     else:
         units = _self_edit_lines(self_edit)
@@ -230,7 +243,7 @@ def plan(passage: Passage, self_edit: str, variant: str = "implications", split_
         notes.append("self-edit had no usable lines")
     documents = [f"{passage.title}\n{unit}" for unit in units]
     documents.append(f"{passage.title}\n{passage.context}")
-    return Plan(documents=documents, self_edit_documents=len(units), notes=notes)
+    return Plan(documents, len(units), notes, _DOCUMENT.format(title=passage.title, context=passage.context))
 
 
 # --- probes ----------------------------------------------------------------------------------------
@@ -253,3 +266,64 @@ def answer_prompt(lm: LoadedModel, passage: Passage, question: Question, in_cont
 def gold_continuation(lm: LoadedModel, question: Question) -> str:
     """The gold answer as the model would write it after the prompt (a leading space after 'Answer:')."""
     return question.answer if lm.chat else " " + question.answer
+
+
+# --- probes: questions answered with the passage in context ---------------------------------------
+
+_QUESTION_PREFIX = re.compile(r"^\s*(?:[-*•]|\d+\s*[.):]|Q(?:uestion)?\s*\d*\s*[:.)])?\s*", re.IGNORECASE)
+
+
+def probe_questions(text: str) -> list[str]:
+    """The questions a probes self-edit wrote: each line's text up to its first question mark (numbering and
+    bullets dropped), lines without one left out, each question once."""
+    questions: dict[str, str] = {}
+    for line in text.splitlines():
+        body = _QUESTION_PREFIX.sub("", line.replace("*", ""), count=1)
+        if "?" in body and body.index("?") > 0:
+            question = body[: body.index("?") + 1].strip()
+            questions.setdefault(" ".join(question.lower().split()), question)
+    return list(questions.values())
+
+
+def probe_answer_prompt(lm: LoadedModel, passage: Passage, question: str) -> str:
+    """The prompt the in-context model answers a probe from: the passage, then the question (as the
+    in-context condition answers the gold questions)."""
+    return answer_prompt(lm, passage, Question(question, ""), in_context=True)
+
+
+def probes_self_edit(questions: list[str], answers: list[str]) -> str:
+    """Questions and their in-context answers as a self-edit, one Question/Answer pair per block (an
+    unanswered question is left out)."""
+    return "\n".join(f"Question: {q}\nAnswer: {a.strip()}" for q, a in zip(questions, answers) if a.strip())
+
+
+# --- a self-supervised reward: questions and references the frozen model wrote with the passage in view --
+
+
+def references(passage: Passage, answered: list[tuple[str, list[str]]], agree: int = 2) -> list[Question]:
+    """Candidate questions of a self-supervised reward, each with its reference: the in-context answer
+    given most often among the question's samples. A question is kept when its reference is a span of
+    the passage, or when at least `agree` samples gave it (normalised as SQuAD does); each question once.
+
+    Args:
+        passage: the passage the questions were written about.
+        answered: (question, its in-context answers, one per sample), from the frozen initial model.
+        agree: how many samples must give the same answer when it is not a span of the passage.
+    """
+    text = f" {normalize(passage.context)} "
+    kept: dict[str, Question] = {}
+    for question, answers in answered:
+        votes = Counter(normalize(a) for a in answers if normalize(a))
+        if not votes or normalize(question) in kept:
+            continue
+        best, count = votes.most_common(1)[0]
+        if f" {best} " in text or count >= agree:
+            reference = next(a.strip() for a in answers if normalize(a) == best)
+            kept[normalize(question)] = Question(question, reference)
+    return list(kept.values())
+
+
+def unanswered(questions: list[Question], closed_book: list[str]) -> list[Question]:
+    """The questions whose reference the closed-book model (its answer to each, in order) does not give
+    already: a question it answers without the passage says nothing of what an adapter learnt."""
+    return [q for q, answer in zip(questions, closed_book, strict=True) if not contains(q.answer, answer)]

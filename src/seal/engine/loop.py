@@ -23,7 +23,7 @@ from seal.engine.adapters import AdapterBank
 from seal.engine.plain import train_peft_adapter
 from seal.engine.planner import resolved
 from seal.engine.scoring import Scorer, regroup
-from seal.engine.training import TrainJob, TrainStats, train_adapters
+from seal.engine.training import Document, TrainJob, TrainStats, train_adapters
 from seal.models import LoadedModel
 
 
@@ -33,7 +33,7 @@ class AdaptJob:
     domain's `Scorer` answers: questions, an ARC task)."""
 
     key: str
-    documents: list
+    documents: list[Document]
     probes: list
     seed: int  # fixes the adapter's initialisation and its document order
     lr: float | None = None  # the plan's own learning rate and epochs (an ARC self-edit chooses them)

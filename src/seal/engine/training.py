@@ -19,10 +19,12 @@ import torch
 
 from seal.config import AdaptConfig
 from seal.engine.adapters import AdapterBank, StackedAdamW
+from seal.engine.distill import Distilled, TeacherTargets, teacher_targets, token_terms
 from seal.engine.packing import pack, packed_forward, sequence_token_losses
 from seal.models import LoadedModel
 
-Document = str | tuple[str, str]  # text trained on whole, or (prompt, completion) trained on the completion only
+# text trained on whole, (prompt, completion) trained on the completion only, or text distilled from its context
+Document = str | tuple[str, str] | Distilled
 
 
 _on_tokens: ContextVar[Callable[[int], None] | None] = ContextVar("seal_training_progress", default=None)
@@ -57,6 +59,7 @@ class TrainJob:
 class TrainStats:
     losses: list[list[float]] = field(default_factory=list)  # per job, the loss of every step
     tokens: int = 0  # tokens through the model (for FLOP accounting)
+    teacher_tokens: int = 0  # tokens through the teacher's forward passes (adapt.objective: distill)
 
     def first_last(self, job: int) -> tuple[float, float]:
         steps = self.losses[job]
@@ -100,7 +103,7 @@ def tokenize_documents(
             )
             out.append((ids, loss))
             continue
-        ids, loss = _text_document(tok, doc, cfg.loss_after)
+        ids, loss = _text_document(tok, doc.text if isinstance(doc, Distilled) else doc, cfg.loss_after)
         ids, loss = ids[: cfg.max_doc_tokens], loss[: cfg.max_doc_tokens]
         if cfg.loss_on_padding and len(ids) < cfg.pad_to:
             pad = cfg.pad_to - len(ids)
@@ -133,6 +136,7 @@ class _Adapter:
     steps: list[list[int]]
     losses: list[float]
     grad_accum: int
+    targets: list[TeacherTargets | None]  # per document, the teacher's (distilled documents under distill)
 
     @property
     def done(self) -> bool:
@@ -176,12 +180,20 @@ def compiled(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _packed_losses(
-    lm: LoadedModel, bank: AdapterBank, slots: list[int], batch_docs: list[list], compile: bool = False
+    lm: LoadedModel,
+    bank: AdapterBank,
+    slots: list[int],
+    batch_docs: list[list],
+    compile: bool = False,
+    targets: list[list[TeacherTargets | None]] | None = None,
+    distill_weight: float = 1.0,
 ) -> torch.Tensor:
     """Forward pass over one packed batch (slot i's documents through its adapter) and each slot's loss:
     the mean over the trained tokens of its documents in the step (HF's loss of a padded batch). Compiled,
     the batch ends with a padding sequence up to its `bucket`: trained on nothing, attending only to
-    itself, so the losses and gradients are those of the batch without it."""
+    itself, so the losses and gradients are those of the batch without it. A document with teacher
+    `targets` (parallel to `batch_docs`) has, on each of its trained tokens, the loss
+    w * KL(teacher || student) + (1 - w) * next-token loss, w = `distill_weight`."""
     owners = [s for s, docs in zip(slots, batch_docs) for _ in docs]
     sequences = [d for docs in batch_docs for d in docs]
     tokens = sum(len(ids) for ids, _ in sequences)
@@ -197,6 +209,8 @@ def _packed_losses(
             input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
         ).logits.squeeze(0)
     totals, counts = sequence_token_losses(logits, batch["labels"], batch["segment"], len(sequences))
+    if targets is not None:
+        totals = totals + _distillation(logits, batch, [t for ts in targets for t in ts], distill_weight)
     totals, counts = totals[: len(owners)], counts[: len(owners)]
     owner_index = torch.tensor([i for i, docs in enumerate(batch_docs) for _ in docs], device=lm.device)
     total = torch.zeros(len(slots), device=lm.device).index_add(0, owner_index, totals)
@@ -213,6 +227,43 @@ def optimiser_step(optimiser: torch.optim.Optimizer, schedule, params: list[torc
     optimiser.step()
     schedule.step()
     optimiser.zero_grad()
+
+
+def _distillation(
+    logits: torch.Tensor, batch: dict, targets: list[TeacherTargets | None], weight: float
+) -> torch.Tensor:
+    """What distillation adds to each packed sequence's summed next-token loss: on every token with a
+    teacher target, weight * (KL - next-token loss)."""
+    added = torch.zeros(len(batch["lengths"]), device=logits.device)
+    taught = [(s, t) for s, t in enumerate(targets) if t is not None and len(t.positions)]
+    if not taught:
+        return added
+    starts = [sum(batch["lengths"][:s]) for s in range(len(targets))]
+    positions = torch.cat([t.positions + starts[s] for s, t in taught])
+    kl, nll = token_terms(
+        logits,
+        batch["labels"],
+        positions,
+        torch.cat([t.ids for _, t in taught]),
+        torch.cat([t.logprobs for _, t in taught]),
+    )
+    owner = torch.tensor([s for s, t in taught for _ in range(len(t.positions))], device=logits.device)
+    return added.index_add(0, owner, weight * (kl - nll))
+
+
+def _teach(lm: LoadedModel, bank: AdapterBank, adapters: list[_Adapter], cfg: AdaptConfig) -> int:
+    """Fill each adapter's teacher targets for its distilled documents, as many documents per pass as a
+    training step of the whole bank takes; returns the tokens the teacher read."""
+    wanted = [
+        (a, d, (doc.context, *a.documents[d]))
+        for a in adapters
+        for d, doc in enumerate(a.job.documents)
+        if isinstance(doc, Distilled)
+    ]
+    found, tokens = teacher_targets(lm, bank, [w for _, _, w in wanted], cfg.distill_top_k, bank.slots * cfg.batch_size)
+    for (a, d, _), t in zip(wanted, found):
+        a.targets[d] = t
+    return tokens
 
 
 @contextmanager
@@ -261,10 +312,13 @@ def train_adapters(
         documents = tokenize_documents(lm, job.documents, cfg)
         order = document_order(len(documents), job.epochs or cfg.epochs, job.seed)
         steps = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
-        adapters.append(_Adapter(job, documents, steps, [], cfg.grad_accum))
+        adapters.append(_Adapter(job, documents, steps, [], cfg.grad_accum, [None] * len(documents)))
     line = iter(range(len(jobs)))
     running: dict[int, int] = {}  # slot -> the job it trains
     stats = TrainStats(losses=[a.losses for a in adapters])  # the same lists, filled as training goes
+    distilling = cfg.objective == "distill"
+    if distilling:
+        stats.teacher_tokens = _teach(lm, bank, adapters, cfg)
 
     def take_next(slot: int) -> None:
         for j in line:
@@ -284,7 +338,8 @@ def train_adapters(
             owned = [running[s] for s in slots]  # the job each active slot trains
             training = [adapters[j] for j in owned]
             batch_docs = [[a.documents[d] for d in a.steps[len(a.losses)]] for a in training]
-            losses = _packed_losses(lm, bank, slots, batch_docs, cfg.compile)
+            batch_targets = [[a.targets[d] for d in a.steps[len(a.losses)]] for a in training] if distilling else None
+            losses = _packed_losses(lm, bank, slots, batch_docs, cfg.compile, batch_targets, cfg.distill_weight)
             optimiser.zero_grad([s for s, a in zip(slots, training) if a.starts_a_step])
             with warnings.catch_warnings():
                 # The bank's gradients are strided views into one buffer on purpose (see AdapterBank.__init__).

@@ -44,8 +44,14 @@ from seal.engine import routing
 from seal.engine.adapters import ADAPTER_WEIGHTS, AdapterBank, SavedAdapter
 from seal.engine.sampling import continuation_logprobs
 from seal.engine.scoring import regroup
-from seal.engine.training import TrainJob, train_adapters
-from seal.experiments.knowledge_steps import KnowledgeSteps, probes_for, record_key, select_passages
+from seal.engine.training import Document, TrainJob, train_adapters
+from seal.experiments.knowledge_steps import (
+    KnowledgeSteps,
+    probes_for,
+    record_key,
+    select_passages,
+    training_documents,
+)
 from seal.experiments.qa import score_probes
 from seal.experiments.steps import Experiment, mean, open_run, stable_seed
 from seal.grading import check_metric
@@ -77,7 +83,7 @@ class Mitigation:
 
     name = "none"
 
-    def documents(self, run: KnowledgeContinual, s: int, t: int, plans: list[list[str]]) -> list[str]:
+    def documents(self, run: KnowledgeContinual, s: int, t: int, plans: list[list[Document]]) -> list[Document]:
         """What step t trains on, from the plans of steps 0..t."""
         return plans[t]
 
@@ -110,7 +116,7 @@ class Replay(Mitigation):
 
     name = "replay"
 
-    def documents(self, run: KnowledgeContinual, s: int, t: int, plans: list[list[str]]) -> list[str]:
+    def documents(self, run: KnowledgeContinual, s: int, t: int, plans: list[list[Document]]) -> list[Document]:
         if t == 0:
             return plans[t]
         earlier = [d for plan in plans[:t] for d in plan]
@@ -197,16 +203,18 @@ class KnowledgeContinual(Experiment):
         by this arm's model as merged after step t-1."""
         return SELF_EDITS if self.cfg.self_edits_by == "initial" else key(step_phase(s, arm, t), "self-edit")
 
-    def plan_documents(self, s: int, arm: str, upto: int) -> list[list[str]]:
+    def plan_documents(self, s: int, arm: str, upto: int) -> list[list[Document]]:
         """The documents of the plans of steps 0..upto of a sequence under an arm."""
         sampled = self.store.all("self_edits")
         return [
-            knowledge.plan(
-                p,
-                sampled[record_key(self.self_edit_phase(s, arm, t), p)]["text"],
-                self.cfg.variant,
-                self.cfg.split_lines,
-            ).documents
+            training_documents(
+                knowledge.plan(
+                    p,
+                    sampled[record_key(self.self_edit_phase(s, arm, t), p)]["text"],
+                    self.cfg.variant,
+                    self.cfg.split_lines,
+                )
+            )
             for t, p in enumerate(self.sequences[s][: upto + 1])
         ]
 

@@ -18,6 +18,7 @@ from seal.config import KnowledgeCPTConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage
 from seal.engine.plain import train_full
+from seal.engine.training import Document
 from seal.experiments.knowledge_steps import (
     KnowledgeSteps,
     PlanItem,
@@ -27,6 +28,7 @@ from seal.experiments.knowledge_steps import (
     probes_for,
     record_key,
     select_passages,
+    training_documents,
 )
 from seal.experiments.qa import score_probes
 from seal.experiments.steps import Experiment, mean, open_run, stable_seed
@@ -52,7 +54,7 @@ class KnowledgeCPT(Experiment):
         self.model = ModelOnDemand(cfg.model)
         self.steps = KnowledgeSteps.for_config(cfg, self.store, LocalExecutor(self.model), self.console)
 
-    def documents(self, condition: str) -> list[str]:
+    def documents(self, condition: str) -> list[Document]:
         sampled = self.store.all("self_edits")
         docs = []
         for p in self.passages:
@@ -64,7 +66,7 @@ class KnowledgeCPT(Experiment):
                 texts = [sampled[record_key(condition, p, i)]["text"] for i in range(self.cfg.sampling.k)]
             variant = condition if condition in knowledge.VARIANTS else "implications"
             for text in texts:
-                docs += knowledge.plan(p, text, variant, self.cfg.split_lines).documents
+                docs += training_documents(knowledge.plan(p, text, variant, self.cfg.split_lines))
         if self.cfg.repeat_passage:  # the release: the passage after every self-edit's lines
             return docs
         return list(dict.fromkeys(docs))  # the passage itself once, however many self-edits it has

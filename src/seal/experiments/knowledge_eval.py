@@ -30,6 +30,7 @@ from seal.experiments.knowledge_steps import (
     record_key,
     select_passages,
     summarise_conditions,
+    training_documents,
 )
 from seal.experiments.steps import Experiment, open_run
 from seal.grading import check_metric, metrics
@@ -76,7 +77,7 @@ class KnowledgeEval(Experiment):
             for passage in self.passages:
                 for i, text in enumerate(self.self_edits(condition, passage, sampled)):
                     plan = knowledge.plan(passage, text, variant, self.cfg.split_lines)
-                    items.append(PlanItem(record_key(condition, passage, i), [passage], plan.documents))
+                    items.append(PlanItem(record_key(condition, passage, i), [passage], training_documents(plan)))
         return items
 
     def run(self) -> dict:

@@ -17,14 +17,18 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+import torch
 from rich.console import Console
 
 from seal.cluster import Executor
 from seal.config import AdaptConfig, AnswerConfig, JudgeConfig, ModelConfig, SamplingConfig
 from seal.domains import knowledge
-from seal.domains.knowledge import Passage
+from seal.domains.knowledge import Passage, Question
+from seal.engine.distill import Distilled
 from seal.engine.loop import AdaptJob, adapt_batch, work_batches
+from seal.engine.sampling import generate
 from seal.engine.scoring import regroup
+from seal.engine.training import Document
 from seal.errors import DataError
 from seal.experiments.qa import Probe, QuestionScorer, score_probes
 from seal.experiments.steps import (
@@ -50,15 +54,16 @@ def record_key(phase: str, passage: Passage, index: int = 0) -> str:
     return key(phase, passage.key, index)
 
 
-def select_passages(data: str, n: int | None, paper_subset: bool) -> list[Passage]:
-    """The first n passages of the file (in the paper's subset order), each with questions to score."""
+def select_passages(data: str, n: int | None, paper_subset: bool, need_questions: bool = True) -> list[Passage]:
+    """The first n passages of the file (in the paper's subset order), each with questions to score (unless
+    `need_questions` is false)."""
     passages = knowledge.load_passages(data)
     if paper_subset:
         chosen = knowledge.paper_subset(passages, n)
     else:
         chosen = passages if n is None else passages[:n]
     empty = [p for p in chosen if not p.questions]
-    if empty:
+    if empty and need_questions:
         raise DataError(
             f"{data}: {len(empty)} of the chosen passages have no questions to score, "
             f"e.g. record {empty[0].source_index} ({empty[0].title!r})"
@@ -108,13 +113,20 @@ def probes_for(lm: LoadedModel, passage: Passage, in_context: bool = False) -> l
     ]
 
 
+def training_documents(plan: knowledge.Plan) -> list[Document]:
+    """A plan's documents for the engine: each self-edit document with the passage a teacher reads before
+    it (distilled under `adapt.objective: distill`, plain text under sft), then the passage document."""
+    split = plan.self_edit_documents
+    return [Distilled(d, plan.teacher_context) for d in plan.documents[:split]] + plan.documents[split:]
+
+
 @dataclass
 class PlanItem:
     """One adaptation to run: train on `documents`, answer the questions of `passages`, file under `key`."""
 
     key: str
     passages: list[Passage]
-    documents: list[str]
+    documents: list[Document]
 
 
 class KnowledgeSteps:
@@ -163,11 +175,89 @@ class KnowledgeSteps:
 
     def sample(self, phase: str, passages: list[Passage], variant: str, sampling: SamplingConfig) -> None:
         """`sampling.k` self-edits per passage, written with the `variant` prompt, filed as `{phase}/{passage}/{i}`."""
+        if variant == knowledge.PROBES:
+            self.sample_probes(phase, passages, sampling)
+            return
         chat = self.executor.tokenizer_view().chat
         wanted = [
             (key(p.key, i), knowledge.self_edit_prompt(p, variant, chat)) for p in passages for i in range(sampling.k)
         ]
         sample_self_edits(self.store, self.executor, phase, wanted, sampling, self.seed, self.console)
+
+    def question_lists(self, asked: str, passages: list[Passage], sampling: SamplingConfig) -> dict[str, dict]:
+        """`sampling.k` lists of questions per passage written by the policy with the passage in its prompt
+        (the probes prompt), filed as self-edits `{asked}/{passage}/{i}`; returns every self-edit record."""
+        chat = self.executor.tokenizer_view().chat
+        wanted = [
+            (key(p.key, i), knowledge.self_edit_prompt(p, knowledge.PROBES, chat))
+            for p in passages
+            for i in range(sampling.k)
+        ]
+        sample_self_edits(self.store, self.executor, asked, wanted, sampling, self.seed, self.console)
+        return self.store.all("self_edits")
+
+    def sample_probes(self, phase: str, passages: list[Passage], sampling: SamplingConfig) -> None:
+        """The probes variant, in two stages: `question_lists` (under `{phase}/questions`), then each question
+        answered greedily by the model with the passage in its prompt, as the in-context condition answers;
+        the pairs are the self-edit `{phase}/{passage}/{i}`, with the question prompt and the questions as
+        written (what ReST-EM teaches the policy to write)."""
+        asked = key(phase, "questions")
+        written = self.question_lists(asked, passages, sampling)
+        lists = [
+            (record_key(phase, p, i), p, written[key(asked, p.key, i)]) for p in passages for i in range(sampling.k)
+        ]
+        todo = [(k, p, edit) for k, p, edit in lists if k not in written]
+        if not todo:
+            return
+        chunks = [todo[s : s + ANSWER_CHUNK] for s in range(0, len(todo), ANSWER_CHUNK)]  # greedy: any cut
+        label = f"{phase}: answering the probes in context"
+        begin_phase(self.store, label, "sample", "self_edits", [k for k, _, _ in lists])
+        with progress_bar(self.console) as progress:
+            task = progress.add_task(label, total=len(todo))
+            for chunk, answers in self.executor.map(probe_answer_work, chunks, self.answer_cfg):
+                records = [
+                    (k, {"prompt": edit["prompt"], "text": text, "written": edit["text"]})
+                    for (k, _, edit), text in zip(chunk, answers)
+                ]
+                self.store.put_many("self_edits", records)
+                progress.advance(task, len(chunk))
+
+    def self_questions(
+        self, phase: str, passages: list[Passage], sampling: SamplingConfig, samples: int, agree: int
+    ) -> dict[str, list[Question]]:
+        """Questions and references for a self-supervised reward, written once by the model the executor holds
+        (the frozen initial policy) with each passage in its prompt: `question_lists` (under
+        `{phase}/questions`), `samples` in-context answers to each question (sampled as `sampling` says), the
+        reference each one's answers give (`knowledge.references`), and the questions the model answers
+        closed-book already dropped (`knowledge.unanswered`). Filed per passage as `{phase}/{passage}` (kind
+        "self_questions"), in chunks cut from all `passages` so that a resumed run samples what the
+        interrupted one would have; returns them by passage key."""
+        chunks = [passages[s : s + ANSWER_CHUNK] for s in range(0, len(passages), ANSWER_CHUNK)]
+        done = self.store.keys("self_questions")
+        todo = [c for c in chunks if any(key(phase, p.key) not in done for p in c)]
+        if todo:
+            asked = key(phase, "questions")
+            written = self.question_lists(asked, [p for c in todo for p in c], sampling)
+
+            def questions(p: Passage) -> list[str]:
+                return [
+                    q
+                    for i in range(sampling.k)
+                    for q in knowledge.probe_questions(written[key(asked, p.key, i)]["text"])
+                ]
+
+            items = [[(p, questions(p)) for p in c] for c in todo]
+            label = f"{phase}: answering and filtering the self-written questions"
+            begin_phase(self.store, label, "answer", "self_questions", [key(phase, p.key) for p in passages])
+            settings = (sampling, samples, agree, self.answer_cfg, self.seed)
+            with progress_bar(self.console) as progress:
+                task = progress.add_task(label, total=sum(len(c) for c in todo))
+                for item, kept in self.executor.map(self_question_work, items, *settings):
+                    records = [(key(phase, p.key), [vars(q) for q in qs]) for (p, _), qs in zip(item, kept)]
+                    self.store.put_many("self_questions", records)
+                    progress.advance(task, len(item))
+        stored = self.store.all("self_questions")
+        return {p.key: [Question(**q) for q in stored[key(phase, p.key)]] for p in passages}
 
     def adapt(self, items: list[PlanItem], label: str = "adapting and scoring") -> None:
         """Each item's adapted answers filed under its key, one transaction per batch of adapters.
@@ -214,6 +304,61 @@ def answer_work(
     """Per passage of the chunk, the records of its probes (unadapted model)."""
     probes = [p for _, group in item for p in group]
     return regroup(score_probes(lm, probes, answer, judge), [len(group) for _, group in item])
+
+
+def probe_answer_work(lm: LoadedModel, chunk: list[tuple[str, Passage, dict]], answer: AnswerConfig) -> list[str]:
+    """Per (key, passage, written questions) of the chunk, the probes self-edit: each question the policy
+    wrote, answered greedily by the model with the passage in its prompt."""
+    asked = [(p, knowledge.probe_questions(edit["text"])) for _, p, edit in chunk]
+    prompts = [knowledge.probe_answer_prompt(lm, p, q) for p, questions in asked for q in questions]
+    texts = generate(
+        lm,
+        prompts,
+        max_new_tokens=answer.max_new_tokens,
+        batch_size=answer.batch_size,
+        stop_at_newline=answer.stop_at_newline,
+    )
+    answers = regroup(texts, [len(questions) for _, questions in asked])
+    return [knowledge.probes_self_edit(questions, a) for (_, questions), a in zip(asked, answers)]
+
+
+def self_question_work(
+    lm: LoadedModel,
+    chunk: list[tuple[Passage, list[str]]],
+    sampling: SamplingConfig,
+    samples: int,
+    agree: int,
+    answer: AnswerConfig,
+    seed: int,
+) -> list[list[Question]]:
+    """Per (passage, questions written about it) of the chunk, the questions kept for a self-supervised reward
+    with their references (see `KnowledgeSteps.self_questions`); seeded by the chunk's first passage."""
+    torch.manual_seed(stable_seed(seed, "self-questions", chunk[0][0].key))
+    prompts = [
+        knowledge.probe_answer_prompt(lm, p, q) for p, questions in chunk for q in questions for _ in range(samples)
+    ]
+    texts = generate(
+        lm,
+        prompts,
+        max_new_tokens=answer.max_new_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        batch_size=answer.batch_size,
+        stop_at_newline=answer.stop_at_newline,
+    )
+    per_question = iter(regroup(texts, [samples] * sum(len(questions) for _, questions in chunk)))
+    found = [knowledge.references(p, [(q, next(per_question)) for q in questions], agree) for p, questions in chunk]
+    closed = [knowledge.answer_prompt(lm, p, q) for (p, _), refs in zip(chunk, found) for q in refs]
+    closed_book = iter(
+        generate(
+            lm,
+            closed,
+            max_new_tokens=answer.max_new_tokens,
+            batch_size=answer.batch_size,
+            stop_at_newline=answer.stop_at_newline,
+        )
+    )
+    return [knowledge.unanswered(refs, [next(closed_book) for _ in refs]) for refs in found]
 
 
 def evaluation_table(summary: dict[str, dict]) -> dict[str, dict[str, dict]]:

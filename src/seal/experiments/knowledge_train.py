@@ -14,6 +14,7 @@ Store keys: `r{r}/train/...` for a round's training records (`r{r}/train/base/..
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -32,6 +33,7 @@ from seal.experiments.knowledge_steps import (
     record_key,
     select_passages,
     summarise_conditions,
+    training_documents,
 )
 from seal.experiments.steps import Experiment, mean, open_run
 from seal.grading import check_metric, metrics
@@ -39,6 +41,7 @@ from seal.rest_em import ReSTEM, eval_phase
 from seal.store import RunStore, key
 
 BASELINES = ("in-context", "passage")
+SELF_QUESTIONS = "self-questions"  # where reward_questions: self files the questions the initial policy wrote
 
 
 def train_phase(r: int) -> str:
@@ -54,9 +57,10 @@ def repeat_key(phase: str, passage: Passage, index: int, repeat: int) -> str:
 def training_passages(cfg: KnowledgeTrainConfig) -> list[list[Passage]]:
     """Each round's training passages: the same first `train_passages` every round, or (fresh) round r's own
     block of them, in file order (the release trains round 0 on 50 SQuAD-train passages, round 1 on the next 50)."""
+    labelled = cfg.reward_questions == "gold"  # self: the passages' own questions are not used
     if cfg.round_passages == "same":
-        return [select_passages(cfg.train_data, cfg.train_passages, paper_subset=False)] * cfg.rounds
-    pool = select_passages(cfg.train_data, None, paper_subset=False)
+        return [select_passages(cfg.train_data, cfg.train_passages, False, labelled)] * cfg.rounds
+    pool = select_passages(cfg.train_data, None, False, labelled)
     per_round = cfg.train_passages or len(pool) // cfg.rounds
     if per_round * cfg.rounds > len(pool) or per_round == 0:
         raise DataError(
@@ -134,7 +138,7 @@ class KnowledgeTrain(Experiment):
         self.steps.answer(key(train_phase(r), "base"), passages)
         plans = self._plans(self.self_edits(r), passages, cfg.sampling.k, cfg.variant)
         items = [
-            PlanItem(key(k, rep), [passage], plan.documents)
+            PlanItem(key(k, rep), [passage], training_documents(plan))
             for k, (passage, plan) in plans.items()
             if plan.self_edit_documents > 0
             for rep in range(cfg.repeats)
@@ -170,7 +174,7 @@ class KnowledgeTrain(Experiment):
             edits = key(phase, variant)
             self.steps.sample(edits, passages, variant, sampling)
             items += [
-                PlanItem(k if cfg.eval_times == 1 else key(k, t), [passage], plan.documents)
+                PlanItem(k if cfg.eval_times == 1 else key(k, t), [passage], training_documents(plan))
                 for k, (passage, plan) in self._plans(edits, passages, cfg.eval_k, variant).items()
                 for t in range(cfg.eval_times)
             ]
@@ -205,9 +209,32 @@ class KnowledgeTrain(Experiment):
 
     # --- the whole run ---------------------------------------------------------------------------
 
+    def self_questioned(self) -> list[list[Passage]]:
+        """Each round's training passages with, in place of their own questions, those the initial policy
+        wrote about them with their references (`reward_questions: self`); a passage it kept none for is
+        left out of training."""
+        cfg = self.cfg
+        self.policy.use(0)
+        every = list({p.key: p for passages in self.round_passages for p in passages}.values())
+        sampling = cfg.sampling.model_copy(update={"k": cfg.self_question_lists})
+        found = self.steps.self_questions(SELF_QUESTIONS, every, sampling, cfg.self_answer_samples, cfg.self_agree)
+        rounds = [
+            [replace(p, questions=found[p.key]) for p in passages if found[p.key]] for passages in self.round_passages
+        ]
+        for r, passages in enumerate(rounds, 1):
+            if not passages:
+                raise DataError(
+                    f"{cfg.train_data}: the initial model kept no question of its own about any training passage of "
+                    f"round {r} (reward_questions: self); more question lists (self_question_lists) or fewer "
+                    "agreeing samples (self_agree) may keep some"
+                )
+        return rounds
+
     def run(self) -> dict:
         """Every round not finished yet, then the results (also written to results.json)."""
         with self.store, self.executor:
+            if self.cfg.reward_questions == "self":
+                self.round_passages = self.self_questioned()
             rounds = ReSTEM(self, self.cfg, self.store, self.policy, self.executor).run()
             return self.store.write_results(
                 summarise(self.cfg, self.round_passages, self.eval_passages, self.store, rounds)
