@@ -154,6 +154,7 @@ def test_train_runs_two_rounds_reports_and_resumes_without_work(tiny_dir, train_
     for r in results["rounds"][1:]:
         assert len(r["train"]["rewards"]) == 6 and r["train"]["kept"] == 3 and r["train"]["sft_examples"] == 3
     assert set(results["rounds"][0]["eval"]) == {"base", "implications", "in-context", "passage"}
+    assert set(results["rounds"][2]["eval"]) == {"base", "implications", "in-context"}  # drift: does it still read?
     assert sorted(p.name for p in (out / "policy").iterdir()) == ["round-1", "round-2"]
     report = runner.invoke(app, ["report", str(out)])
     assert report.exit_code == 0, report.output
@@ -209,11 +210,14 @@ def _without_times(value):
 
 
 def _records(out: Path) -> dict:
-    """Everything a run recorded except wall times."""
+    """Everything a run recorded except how it ran: wall times, and the training progress `seal status` reads
+    (a resumed run trains fewer tokens in its last session)."""
     db = sqlite3.connect(out / "store.sqlite")
     rows = {
         (kind, key): _without_times(json.loads(value))
-        for kind, key, value in db.execute("SELECT kind, key, value FROM records WHERE kind != 'timing'")
+        for kind, key, value in db.execute(
+            "SELECT kind, key, value FROM records WHERE kind NOT IN ('timing', 'training')"
+        )
     }
     db.close()
     return rows
@@ -268,3 +272,31 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_records(tiny_dir, train_a
     results = [_without_times(json.loads((d / "results.json").read_text())) for d in (reference, killed)]
     assert results[0] == results[1]
     assert [p.name for p in (killed / "policy").iterdir()] == ["round-1"]  # no half-written checkpoint left
+
+
+def test_reward_diagnostics_read_the_first_two_runs_of_the_usable_self_edits():
+    """Context 1: self-edits with runs [0, 1] and [2, 3] and one without a plan; context 2: [1, 1] and [0, 2].
+    First runs 0 2 | 1 0, second runs 1 3 | 1 2: the best is index 1 then index 0 in the first run, index 1 in
+    both contexts in the second (same best in 1 of 2); within spread of single runs: variances 0.5 0.5 0 2."""
+    from seal.rest_em import reward_diagnostics
+
+    out = reward_diagnostics([[[0.0, 1.0], None, [2.0, 3.0]], [[1.0, 1.0], [0.0, 2.0]]])
+    assert out["reliability"]["n_self_edits"] == 4 and out["reliability"]["same_best"] == 0.5
+    assert out["signal_to_noise"]["within_sd"] == pytest.approx((3 / 4) ** 0.5)
+    assert reward_diagnostics([[[0.5], [1.0]], [None]]) == {}  # one run each: nothing to compare
+
+
+def test_a_round_with_two_runs_per_self_edit_reports_whether_its_reward_is_signal(
+    tiny_dir, train_and_eval_files, tmp_path
+):
+    out = tmp_path / "run"
+    args = train_args(tiny_dir, train_and_eval_files, out, "--set", "repeats=2", "--rounds", "1")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    train = json.loads((out / "results.json").read_text())["rounds"][1]["train"]
+    reliability, snr = train["reliability"], train["signal_to_noise"]
+    assert reliability["n_self_edits"] == 6 and -1 <= reliability["correlation"] <= 1
+    assert snr["within_sd"] > 0  # two seeds of one self-edit train two different adapters
+    assert 0 <= train["answers_restated"] <= 1 and train["self_edit_lines"] >= 0
+    assert runner.invoke(app, ["report", str(out)]).exit_code == 0
+    assert "same best self-edit" in (out / "report" / "report.md").read_text()

@@ -272,7 +272,12 @@ class KnowledgeTrainConfig(KnowledgeRunConfig):
         1,
         ge=1,
         description="adapt-and-score each training self-edit this many times (different seeds), averaged "
-        "(the release's eval_times: 3)",
+        "(the release's eval_times: 3); with 2 or more each round reports whether its reward is signal",
+    )
+    drift: bool = Field(
+        True,
+        description="answer the held-out passages in context with every policy, not only the initial one: does "
+        "the writer still read after its fine-tunes?",
     )
     select: Literal["best", "positive"] = Field(
         "best",

@@ -107,7 +107,8 @@ def train_report(results: dict, out: Path) -> str:
     distributions_png = _save(fig, out / "rewards_and_lengths.png")
 
     header = ["round", "train reward (mean ± std)", "gaining", "invalid", "kept", "SFT loss first → last",
-              "eval closed-book", f"eval {variant}", "eval gain", "words/self-edit", "seconds"]  # fmt: skip
+              "eval closed-book", "eval in context", f"eval {variant}", "eval gain", "words/self-edit",
+              "seconds"]  # fmt: skip
     rows = []
     for r in rounds:
         t, ev = r.get("train"), r["eval"]
@@ -120,6 +121,7 @@ def train_report(results: dict, out: Path) -> str:
             str(t["kept"]) if t else "-",
             f"{loss[0]:.3f} → {loss[1]:.3f}" if loss else "-",
             _fmt(ev["base"]["macro"][reward]),
+            _fmt(ev["in-context"]["macro"][reward]) if "in-context" in ev else "-",
             _fmt(ev[variant]["macro"][reward]),
             f"{ev[variant]['gain']:+.3f}",
             f"{r['eval_self_edit_words']:.0f}",
@@ -132,21 +134,47 @@ def train_report(results: dict, out: Path) -> str:
         + [(c, rounds[0]["eval"][c]) for c in rounds[0]["eval"] if c not in ("base", variant)]
         + [(f"{variant}@{r['round']}", r["eval"][variant]) for r in rounds]
     ]
-    return "\n\n".join(
+    parts = [
+        f"# ReST-EM: {results['model']}",
+        f"{results['n_train_passages']} training passages, {results['n_eval_passages']} held-out passages "
+        f"({results['n_eval_questions']} questions); reward: {reward}; self-edit prompt: {variant}. "
+        "Round 0 is the initial policy (no training); train columns describe the round that produced the policy.",
+        markdown_table(header, rows),
+        reward_diagnostics_section(trained),
+        "Held-out passages (baselines with the initial policy; `"
+        + variant
+        + "@r`: the self-edits of policy r), macro means with 95% bootstrap intervals over passages:\n\n"
+        + markdown_table(["condition", *metrics], held_out),
+        _paired_table(results.get("paired", {}), metrics),
+        f"![held-out evaluation by round]({accuracy_png})",
+        f"![reward and self-edit length by round]({distributions_png})",
+    ]
+    return "\n\n".join(part for part in parts if part)
+
+
+def reward_diagnostics_section(trained: list[dict]) -> str:
+    """Per round with two or more inner-loop runs of each self-edit: how well two runs agree on the rewards and
+    on each context's best self-edit, and the spread between a context's self-edits against that between runs
+    (empty when no round has them)."""
+    rows = [
         [
-            f"# ReST-EM: {results['model']}",
-            f"{results['n_train_passages']} training passages, {results['n_eval_passages']} held-out passages "
-            f"({results['n_eval_questions']} questions); reward: {reward}; self-edit prompt: {variant}. "
-            "Round 0 is the initial policy (no training); train columns describe the round that produced the policy.",
-            markdown_table(header, rows),
-            "Held-out passages (baselines with the initial policy; `"
-            + variant
-            + "@r`: the self-edits of policy r), macro means with 95% bootstrap intervals over passages:\n\n"
-            + markdown_table(["condition", *metrics], held_out),
-            _paired_table(results.get("paired", {}), metrics),
-            f"![held-out evaluation by round]({accuracy_png})",
-            f"![reward and self-edit length by round]({distributions_png})",
+            str(r["round"]),
+            f"{t['reliability']['correlation']:.2f}",
+            f"{t['reliability']['within_correlation']:.2f}",
+            f"{t['reliability']['same_best']:.0%} of {t['reliability']['n_contexts']} "
+            f"(chance {t['reliability']['chance_best']:.0%})",
+            f"{t['signal_to_noise']['between_sd']:.3f} / {t['signal_to_noise']['within_sd']:.3f} "
+            f"= {t['signal_to_noise']['ratio']:.2f}",
         ]
+        for r in trained
+        if "reliability" in (t := r["train"])
+    ]
+    if not rows:
+        return ""
+    header = ["round", "correlation of two runs", "within contexts", "same best self-edit",
+              "spread between self-edits / between runs"]  # fmt: skip
+    return "Is the reward signal? Two inner-loop runs (other seeds) of the same self-edits:\n\n" + markdown_table(
+        header, rows
     )
 
 

@@ -3,7 +3,8 @@
 Round r (1..R), starting from policy r-1:
   1. sample k self-edits per training context (`Domain.sample`);
   2. adapt to each and score the adapted model (`Domain.adapt_and_score`);
-  3. reward each self-edit (`Domain.rewards`; None for one that gave no plan, never kept);
+  3. reward each self-edit (`Domain.rewards`: one per inner-loop run of it, averaged; None for one that gave
+     no plan, never kept);
   4. select per context by the config's rule (`seal.policy.select`: best or positive);
   5. fine-tune the policy on (prompt, kept self-edit) and merge: policy r.
 Policy 0 and every later policy are evaluated on held-out contexts (`Domain.evaluate`), each
@@ -29,6 +30,7 @@ from seal.cluster import Executor
 from seal.config import PolicyConfig
 from seal.experiments.steps import mean, stable_seed
 from seal.policy import PolicyOnDemand, policy_key, select
+from seal.stats import reward_reliability, signal_to_noise
 from seal.status import record_evaluation
 from seal.store import RunStore, key
 
@@ -70,8 +72,9 @@ class Domain(Protocol):
         against)."""
         ...
 
-    def rewards(self, r: int, contexts: Sequence[Context]) -> dict[str, dict[int, float | None]]:
-        """Per context key, each self-edit's reward by its index (None: it gave no plan)."""
+    def rewards(self, r: int, contexts: Sequence[Context]) -> dict[str, dict[int, list[float] | None]]:
+        """Per context key, each self-edit's reward by its index, one per inner-loop run of it (repeats with other
+        seeds); None: it gave no plan."""
         ...
 
     def evaluate(self, policy_round: int) -> None:
@@ -132,14 +135,13 @@ class ReSTEM:
             domain.adapt_and_score(r, contexts)
         if self.store.get("selections", selection_key(r, contexts[0])) is None:
             rewards = domain.rewards(r, contexts)
-            choices = [(c, rewards[c.key]) for c in contexts]
-            self.store.put_many(
-                "selections",
-                [
-                    (selection_key(r, c), {"rewards": list(rs.values()), "kept": select(rs, cfg.select, cfg.keep)})
-                    for c, rs in choices
-                ],
-            )
+            records = []
+            for c in contexts:
+                repeats = rewards[c.key]
+                means = {i: None if runs is None else mean(runs) for i, runs in repeats.items()}
+                record = {"rewards": list(means.values()), "repeats": list(repeats.values())}
+                records.append((selection_key(r, c), record | {"kept": select(means, cfg.select, cfg.keep)}))
+            self.store.put_many("selections", records)
         if self.store.get("policy", policy_key(r)) is None:
             with self.store.timed(f"r{r}/sft"):
                 self.fine_tune(r, contexts)
@@ -179,15 +181,33 @@ class ReSTEM:
                  enumerate(choice["rewards"])]  # fmt: skip
         sft = self.store.get("policy", policy_key(r))
         timing = self.store.all("timing")
-        return self.domain.training_summary(r, contexts) | {
-            "rewards": rewards,
-            "reward_mean": mean(valid),
-            "reward_std": statistics.pstdev(valid) if valid else float("nan"),
-            "fraction_gaining": mean([float(x > 0) for x in valid]),
-            "invalid": len(rewards) - len(valid),
-            "kept": sum(len(choice["kept"]) for choice in chosen),
-            "self_edit_words": [len(t.split()) for t in texts],
-            "sft_examples": sft["examples"],
-            "sft_loss_first_last": [sft["losses"][0], sft["losses"][-1]] if sft["losses"] else None,
-            "seconds": sum(timing.get(f"r{r}/{part}") or 0.0 for part in ("sample-and-score", "sft")),
-        }
+        return (
+            self.domain.training_summary(r, contexts)
+            | reward_diagnostics([c["repeats"] for c in chosen])
+            | {
+                "rewards": rewards,
+                "reward_mean": mean(valid),
+                "reward_std": statistics.pstdev(valid) if valid else float("nan"),
+                "fraction_gaining": mean([float(x > 0) for x in valid]),
+                "invalid": len(rewards) - len(valid),
+                "kept": sum(len(choice["kept"]) for choice in chosen),
+                "self_edit_words": [len(t.split()) for t in texts],
+                "sft_examples": sft["examples"],
+                "sft_loss_first_last": [sft["losses"][0], sft["losses"][-1]] if sft["losses"] else None,
+                "seconds": sum(timing.get(f"r{r}/{part}") or 0.0 for part in ("sample-and-score", "sft")),
+            }
+        )
+
+
+def reward_diagnostics(repeats: list[list[list[float] | None]]) -> dict:
+    """Whether a round's selection was signal: with two or more inner-loop runs of every usable self-edit, how
+    well the first two runs agree (`seal.stats.reward_reliability`) and the spread between a context's
+    self-edits against that between runs of one (`seal.stats.signal_to_noise`), over the usable self-edits of
+    each context; empty with one run each."""
+    usable = [[runs for runs in context if runs is not None] for context in repeats]
+    usable = [context for context in usable if context]
+    if not usable or min(len(runs) for context in usable for runs in context) < 2:
+        return {}
+    first = [[runs[0] for runs in context] for context in usable]
+    second = [[runs[1] for runs in context] for context in usable]
+    return {"reliability": reward_reliability(first, second), "signal_to_noise": signal_to_noise(usable)}

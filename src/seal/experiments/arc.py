@@ -133,12 +133,13 @@ class ArcTrain(Experiment):
     def adapt_and_score(self, r: int, tasks: list[Task]) -> None:
         self.steps.adapt(self._items(r, tasks), f"round {r}: test-time training")
 
-    def rewards(self, r: int, tasks: list[Task]) -> dict[str, dict[int, float | None]]:
-        """1 for a self-edit that solves its task, 0 for one that does not, None for one that gave no plan."""
+    def rewards(self, r: int, tasks: list[Task]) -> dict[str, dict[int, list[float] | None]]:
+        """1 for a self-edit that solves its task, 0 for one that does not (one test-time training each), None
+        for one that gave no plan."""
         answers = self.store.all("answers")
         records = {t.key: [answers[record_key(train_phase(r), t, i)] for i in range(self.cfg.k)] for t in tasks}
         return {
-            t: {i: float(a["solved"]) if a["valid"] else None for i, a in enumerate(rs)} for t, rs in records.items()
+            t: {i: [float(a["solved"])] if a["valid"] else None for i, a in enumerate(rs)} for t, rs in records.items()
         }
 
     def evaluate(self, policy_round: int) -> None:

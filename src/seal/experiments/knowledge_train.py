@@ -70,8 +70,16 @@ def training_passages(cfg: KnowledgeTrainConfig) -> list[list[Passage]]:
 
 
 def eval_conditions(cfg: KnowledgeTrainConfig, policy_round: int) -> list[str]:
-    """The held-out rows of a policy's evaluation: closed-book, its self-edits, and the baselines with policy 0."""
-    return ["base", cfg.variant] + ([*cfg.baselines] if policy_round == 0 else [])
+    """The held-out rows of a policy's evaluation: closed-book, its self-edits, and the baselines with policy 0
+    (with `drift`, in context with every policy)."""
+    if policy_round == 0:
+        return ["base", cfg.variant, *cfg.baselines]
+    return ["base", cfg.variant] + (["in-context"] if reads_in_context(cfg, policy_round) else [])
+
+
+def reads_in_context(cfg: KnowledgeTrainConfig, policy_round: int) -> bool:
+    """Whether the policy answers the held-out passages in context: the baseline, or (`drift`) its reading."""
+    return "in-context" in cfg.baselines if policy_round == 0 else cfg.drift
 
 
 def self_edit_conditions(cfg: KnowledgeTrainConfig, policy_round: int) -> list[str]:
@@ -145,12 +153,11 @@ class KnowledgeTrain(Experiment):
         ]
         self.steps.adapt(items, f"round {r}: adapting and scoring")
 
-    def rewards(self, r: int, passages: list[Passage]) -> dict[str, dict[int, float | None]]:
-        """Each self-edit's adapted score (the mean over its repeats) minus the unadapted score, in the reward
-        metric."""
+    def rewards(self, r: int, passages: list[Passage]) -> dict[str, dict[int, list[float] | None]]:
+        """Each self-edit's adapted score minus the unadapted score in the reward metric, one per repeat."""
         cfg, answers, edits = self.cfg, self.store.all("answers"), self.self_edits(r)
         plans = self._plans(edits, passages, cfg.sampling.k, cfg.variant)
-        out: dict[str, dict[int, float | None]] = {}
+        out: dict[str, dict[int, list[float] | None]] = {}
         for passage in passages:
             base = answers[record_key(key(train_phase(r), "base"), passage)]
             before = mean([record[cfg.reward] for record in base])
@@ -160,13 +167,13 @@ class KnowledgeTrain(Experiment):
                     out[passage.key][i] = None
                     continue
                 runs = [answers[repeat_key(edits, passage, i, rep)] for rep in range(cfg.repeats)]
-                out[passage.key][i] = mean([mean([record[cfg.reward] for record in run]) for run in runs]) - before
+                out[passage.key][i] = [mean([record[cfg.reward] for record in run]) - before for run in runs]
         return out
 
     def evaluate(self, policy_round: int) -> None:
         cfg, passages, phase = self.cfg, self.eval_passages, eval_phase(policy_round)
         self.steps.answer(key(phase, "base"), passages)
-        if policy_round == 0 and "in-context" in cfg.baselines:
+        if reads_in_context(cfg, policy_round):
             self.steps.answer(key(phase, "in-context"), passages, in_context=True)
         sampling = cfg.sampling.model_copy(update={"k": cfg.eval_k})
         items = []
@@ -205,7 +212,17 @@ class KnowledgeTrain(Experiment):
         return row
 
     def training_summary(self, r: int, passages: list[Passage]) -> dict:
-        return {}
+        """What the round's self-edits restate of their passage: the share of its questions' answers that a
+        self-edit states word for word, and its lines."""
+        sampled, edits = self.store.all("self_edits"), self.self_edits(r)
+        restated, lines = [], []
+        for passage in passages:
+            answers = [q.answer.lower() for q in passage.questions]
+            for i in range(self.cfg.sampling.k):
+                text = sampled[record_key(edits, passage, i)]["text"]
+                restated.append(mean([float(a in text.lower()) for a in answers]))
+                lines.append(len([line for line in text.splitlines() if line.strip()]))
+        return {"answers_restated": mean(restated), "self_edit_lines": mean(lines)}
 
     # --- the whole run ---------------------------------------------------------------------------
 
