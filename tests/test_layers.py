@@ -22,7 +22,7 @@ LAYERS = [
     ["seal.policy"],  # the ReST-EM M-step
     ["seal.cluster"],  # where model work runs
     ["seal.experiments.steps", "seal.experiments.qa", "seal.experiments.knowledge_steps", "seal.experiments.arc_steps"],
-    ["seal.rest_em"],  # the outer loop, once for every domain
+    ["seal.experiments.rest_em"],  # the outer loop, once for every domain
     ["seal.experiments", "seal.memory"],  # one module per experiment; a user's library of adapters
     ["seal.cli", "seal.__main__"],
 ]

@@ -7,6 +7,7 @@ from seal.config import KnowledgeEvalConfig, MemoryConfig
 from seal.domains import knowledge
 from seal.domains.knowledge import Passage, Question
 from seal.engine.sampling import generate
+from seal.experiments import qa
 from seal.experiments.knowledge_steps import probe_answer_work, training_documents
 
 PASSAGE = Passage("Super Bowl 50", "The Broncos won.", [Question("Who won?", "the Broncos")])
@@ -63,17 +64,17 @@ def test_references_keep_spans_of_the_passage_and_answers_the_samples_agree_on()
         ("Who sang the anthem?", ["Lady Gaga", "Beyonce", "Coldplay"]),  # neither
         ("What was the score?", ["", " "]),  # no answer
     ]
-    assert knowledge.references(passage, answered) == [
+    assert qa.references(passage, answered) == [
         Question("Who won?", "The Denver Broncos."),
         Question("What colour were the shirts?", "orange"),
     ]
-    assert [q.question for q in knowledge.references(passage, answered, agree=3)] == ["Who won?"]
+    assert [q.question for q in qa.references(passage, answered, agree=3)] == ["Who won?"]
 
 
 def test_the_filter_drops_a_question_the_closed_book_model_already_answers():
     questions = [Question("Who won?", "the Denver Broncos"), Question("Where is Paris?", "France")]
     closed_book = ["I do not know.", "Paris is in France."]
-    assert knowledge.unanswered(questions, closed_book) == questions[:1]
+    assert qa.unanswered(questions, closed_book) == questions[:1]
 
 
 def test_self_questions_are_written_once_answered_in_context_and_filtered(tiny_lm, tmp_path, monkeypatch):
@@ -103,11 +104,11 @@ def test_self_questions_are_written_once_answered_in_context_and_filtered(tiny_l
         torch.manual_seed(stable_seed(cfg.seed, "self-questions", PASSAGE.key))
         prompts = [knowledge.probe_answer_prompt(tiny_lm, PASSAGE, q) for q in asked for _ in range(2)]
         answers = generate(tiny_lm, prompts, max_new_tokens=cfg.answer.max_new_tokens, temperature=1.0)
-        refs = knowledge.references(PASSAGE, [(q, answers[2 * i : 2 * i + 2]) for i, q in enumerate(asked)], 1)
+        refs = qa.references(PASSAGE, [(q, answers[2 * i : 2 * i + 2]) for i, q in enumerate(asked)], 1)
         closed = [knowledge.answer_prompt(tiny_lm, PASSAGE, q) for q in refs]
         closed_book = generate(tiny_lm, closed, max_new_tokens=cfg.answer.max_new_tokens)
         assert [q.question for q in refs] == ["Who won?", "Which game?"]  # "Who won?" once
-        assert found == {PASSAGE.key: knowledge.unanswered(refs, closed_book)} and found[PASSAGE.key]
+        assert found == {PASSAGE.key: qa.unanswered(refs, closed_book)} and found[PASSAGE.key]
         monkeypatch.setattr("seal.experiments.knowledge_steps.generate", None)  # read back, not generated again
         assert steps.self_questions("sq", [PASSAGE], sampling, samples=2, agree=1) == found
 

@@ -278,7 +278,7 @@ def test_reward_diagnostics_read_the_first_two_runs_of_the_usable_self_edits():
     """Context 1: self-edits with runs [0, 1] and [2, 3] and one without a plan; context 2: [1, 1] and [0, 2].
     First runs 0 2 | 1 0, second runs 1 3 | 1 2: the best is index 1 then index 0 in the first run, index 1 in
     both contexts in the second (same best in 1 of 2); within spread of single runs: variances 0.5 0.5 0 2."""
-    from seal.rest_em import reward_diagnostics
+    from seal.experiments.rest_em import reward_diagnostics
 
     out = reward_diagnostics([[[0.0, 1.0], None, [2.0, 3.0]], [[1.0, 1.0], [0.0, 2.0]]])
     assert out["reliability"]["n_self_edits"] == 4 and out["reliability"]["same_best"] == 0.5

@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from seal.datasets import locate
 from seal.errors import DataError
-from seal.grading.metrics import contains, normalize
 from seal.models import LoadedModel
 
 
@@ -298,32 +296,3 @@ def probes_self_edit(questions: list[str], answers: list[str]) -> str:
 
 
 # --- a self-supervised reward: questions and references the frozen model wrote with the passage in view --
-
-
-def references(passage: Passage, answered: list[tuple[str, list[str]]], agree: int = 2) -> list[Question]:
-    """Candidate questions of a self-supervised reward, each with its reference: the in-context answer
-    given most often among the question's samples. A question is kept when its reference is a span of
-    the passage, or when at least `agree` samples gave it (normalised as SQuAD does); each question once.
-
-    Args:
-        passage: the passage the questions were written about.
-        answered: (question, its in-context answers, one per sample), from the frozen initial model.
-        agree: how many samples must give the same answer when it is not a span of the passage.
-    """
-    text = f" {normalize(passage.context)} "
-    kept: dict[str, Question] = {}
-    for question, answers in answered:
-        votes = Counter(normalize(a) for a in answers if normalize(a))
-        if not votes or normalize(question) in kept:
-            continue
-        best, count = votes.most_common(1)[0]
-        if f" {best} " in text or count >= agree:
-            reference = next(a.strip() for a in answers if normalize(a) == best)
-            kept[normalize(question)] = Question(question, reference)
-    return list(kept.values())
-
-
-def unanswered(questions: list[Question], closed_book: list[str]) -> list[Question]:
-    """The questions whose reference the closed-book model (its answer to each, in order) does not give
-    already: a question it answers without the passage says nothing of what an adapter learnt."""
-    return [q for q, answer in zip(questions, closed_book, strict=True) if not contains(q.answer, answer)]

@@ -9,7 +9,7 @@ A (task, self-edit) pair is solved when every test input's solution is among its
 the success rate is solved pairs / all pairs, as in the paper. Invalid self-edits count as
 unsolved and are recorded with their reason.
 
-`seal arc train` adds ReST-EM rounds (`seal.rest_em`, of which `ArcTrain` is the ARC domain): k
+`seal arc train` adds ReST-EM rounds (`seal.experiments.rest_em`, of which `ArcTrain` is the ARC domain): k
 self-edits per training task, rewarded 1 when they solve their task (0 when not, None when they do not
 parse), those kept by the config's selection rule (paper: those that solve) fine-tune the policy, and
 every policy is evaluated on the held-out tasks.
@@ -35,10 +35,10 @@ from seal.experiments.arc_steps import (
     paired_tasks,
     record_key,
 )
+from seal.experiments.rest_em import ReSTEM, eval_phase
 from seal.experiments.steps import Experiment, open_run
 from seal.models import ModelOnDemand
 from seal.policy import PolicyOnDemand
-from seal.rest_em import ReSTEM, eval_phase
 from seal.status import record_evaluation
 from seal.store import key
 
@@ -114,7 +114,7 @@ class ArcTrain(Experiment):
         """What the held-out evaluation of a policy scores: its self-edits, and the baselines with policy 0."""
         return ["self-edit", *(self.cfg.baselines if policy_round == 0 else [])]
 
-    # --- the domain of the outer loop (seal.rest_em.Domain) ------------------------------------------
+    # --- the domain of the outer loop (seal.experiments.rest_em.Domain) ------------------------------------------
 
     def contexts(self, r: int) -> list[Task]:
         return self.train_tasks

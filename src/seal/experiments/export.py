@@ -15,8 +15,8 @@ from pathlib import Path
 from seal.config import ArcTrainConfig, KnowledgeEvalConfig, KnowledgeTrainConfig, run_config
 from seal.domains import knowledge
 from seal.experiments.knowledge_steps import record_key, select_passages
+from seal.experiments.rest_em import eval_phase
 from seal.policy import PolicyOnDemand, policy_key
-from seal.rest_em import eval_phase
 from seal.store import CONFIG_FILE, RunStore, atomic_directory, key
 
 EXPORT_FILE = "seal_export.json"  # beside the exported model: where it came from

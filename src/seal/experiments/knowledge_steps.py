@@ -30,7 +30,7 @@ from seal.engine.sampling import generate
 from seal.engine.scoring import regroup
 from seal.engine.training import Document
 from seal.errors import DataError
-from seal.experiments.qa import Probe, QuestionScorer, score_probes
+from seal.experiments.qa import Probe, QuestionScorer, references, score_probes, unanswered
 from seal.experiments.steps import (
     TrainingProgress,
     mean,
@@ -228,8 +228,8 @@ class KnowledgeSteps:
         """Questions and references for a self-supervised reward, written once by the model the executor holds
         (the frozen initial policy) with each passage in its prompt: `question_lists` (under
         `{phase}/questions`), `samples` in-context answers to each question (sampled as `sampling` says), the
-        reference each one's answers give (`knowledge.references`), and the questions the model answers
-        closed-book already dropped (`knowledge.unanswered`). Filed per passage as `{phase}/{passage}` (kind
+        reference each one's answers give (`qa.references`), and the questions the model answers
+        closed-book already dropped (`qa.unanswered`). Filed per passage as `{phase}/{passage}` (kind
         "self_questions"), in chunks cut from all `passages` so that a resumed run samples what the
         interrupted one would have; returns them by passage key."""
         chunks = [passages[s : s + ANSWER_CHUNK] for s in range(0, len(passages), ANSWER_CHUNK)]
@@ -347,7 +347,7 @@ def self_question_work(
         stop_at_newline=answer.stop_at_newline,
     )
     per_question = iter(regroup(texts, [samples] * sum(len(questions) for _, questions in chunk)))
-    found = [knowledge.references(p, [(q, next(per_question)) for q in questions], agree) for p, questions in chunk]
+    found = [references(p, [(q, next(per_question)) for q in questions], agree) for p, questions in chunk]
     closed = [knowledge.answer_prompt(lm, p, q) for (p, _), refs in zip(chunk, found) for q in refs]
     closed_book = iter(
         generate(
@@ -358,7 +358,7 @@ def self_question_work(
             stop_at_newline=answer.stop_at_newline,
         )
     )
-    return [knowledge.unanswered(refs, [next(closed_book) for _ in refs]) for refs in found]
+    return [unanswered(refs, [next(closed_book) for _ in refs]) for refs in found]
 
 
 def evaluation_table(summary: dict[str, dict]) -> dict[str, dict[str, dict]]:

@@ -1,6 +1,6 @@
 """ReST-EM for knowledge incorporation: teach the policy to write self-edits that get absorbed.
 
-`KnowledgeTrain` is the knowledge domain of the outer loop (`seal.rest_em`). A round's training passages
+`KnowledgeTrain` is the knowledge domain of the outer loop (`seal.experiments.rest_em`). A round's training passages
 are first answered closed-book (the unadapted score); each self-edit is adapted to and scored `repeats`
 times with different seeds; its reward is the adapted score minus the unadapted score, in the configured
 metric. Policy 0 and every later policy are evaluated on held-out passages with the protocol of
@@ -35,9 +35,9 @@ from seal.experiments.knowledge_steps import (
     summarise_conditions,
     training_documents,
 )
+from seal.experiments.rest_em import ReSTEM, eval_phase
 from seal.experiments.steps import Experiment, mean, open_run
 from seal.grading import check_metric, metrics
-from seal.rest_em import ReSTEM, eval_phase
 from seal.store import RunStore, key
 
 BASELINES = ("in-context", "passage")
@@ -90,7 +90,7 @@ def self_edit_conditions(cfg: KnowledgeTrainConfig, policy_round: int) -> list[s
 
 class KnowledgeTrain(Experiment):
     """`seal knowledge train`: ReST-EM rounds, each policy evaluated on held-out passages; the knowledge
-    domain of `seal.rest_em.ReSTEM`."""
+    domain of `seal.experiments.rest_em.ReSTEM`."""
 
     def __init__(self, cfg: KnowledgeTrainConfig, out: str | Path, console: Console | None = None):
         knowledge.check_variant(cfg.variant)
@@ -128,7 +128,7 @@ class KnowledgeTrain(Experiment):
                 )
         return out
 
-    # --- the domain of the outer loop (seal.rest_em.Domain) ------------------------------------------
+    # --- the domain of the outer loop (seal.experiments.rest_em.Domain) ------------------------------------------
 
     def contexts(self, r: int) -> list[Passage]:
         return self.round_passages[r - 1]
@@ -265,8 +265,8 @@ def summarise(
     store: RunStore,
     rounds: list[dict],
 ) -> dict:
-    """results.json: the rounds' rows (`seal.rest_em.ReSTEM.summary`), and every held-out condition as a row (the
-    baselines with policy 0) compared pairwise over passages."""
+    """results.json: the rounds' rows (`seal.experiments.rest_em.ReSTEM.summary`), and every held-out condition as a
+    row (the baselines with policy 0) compared pairwise over passages."""
     answers, adapt = store.all("answers"), store.all("adapt")
     table: dict[str, dict[str, dict[str, float]]] = {p.key: {} for p in held_out}  # passage -> row -> scores
     for policy_round in range(cfg.rounds + 1):
