@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from seal.domains import fictional, knowledge
+from seal.domains import fictional, fictional_prose, knowledge
 from seal.domains.fictional import FictionalConfig, FictionalConfigError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fictional"
@@ -17,10 +17,11 @@ def invented_words(passage: dict) -> set[str]:
     return {w.lower() for e in passage["entities"] for w in e["name"].split() if w.lower() not in common}
 
 
-def test_same_seed_same_file_and_different_seeds_differ(tmp_path):
-    a = fictional.write(tmp_path / "a.json", fictional.generate(passages=12, seed=5))
-    b = fictional.write(tmp_path / "b.json", fictional.generate(passages=12, seed=5))
-    c = fictional.write(tmp_path / "c.json", fictional.generate(passages=12, seed=6))
+@pytest.mark.parametrize(("generator", "n"), [(fictional, 12), (fictional_prose, 24)], ids=["facts", "prose"])
+def test_same_seed_same_file_and_different_seeds_differ(tmp_path, generator, n):
+    a = fictional.write(tmp_path / "a.json", generator.generate(passages=n, seed=5))
+    b = fictional.write(tmp_path / "b.json", generator.generate(passages=n, seed=5))
+    c = fictional.write(tmp_path / "c.json", generator.generate(passages=n, seed=6))
     assert a.read_bytes() == b.read_bytes()
     assert a.read_bytes() != c.read_bytes()
 

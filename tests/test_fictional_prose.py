@@ -33,14 +33,6 @@ def slots_referred(template: str) -> set[str]:
     return {field.split(".")[0] for _, field, _, _ in string.Formatter().parse(template) if field}
 
 
-def test_same_seed_same_file_and_different_seeds_differ(tmp_path):
-    a = fictional.write(tmp_path / "a.json", fictional_prose.generate(passages=24, seed=5))
-    b = fictional.write(tmp_path / "b.json", fictional_prose.generate(passages=24, seed=5))
-    c = fictional.write(tmp_path / "c.json", fictional_prose.generate(passages=24, seed=6))
-    assert a.read_bytes() == b.read_bytes()
-    assert a.read_bytes() != c.read_bytes()
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_every_answer_is_in_its_passage_never_the_title_and_passages_are_100_to_180_words(seed):
     for p in fictional_prose.generate(passages=60, seed=seed, min_questions=10, max_questions=15):

@@ -306,18 +306,22 @@ def answer_work(
     return regroup(score_probes(lm, probes, answer, judge), [len(group) for _, group in item])
 
 
+def answers_in_context(
+    lm: LoadedModel, prompts: list[str], answer: AnswerConfig, sampling: SamplingConfig | None = None
+) -> list[str]:
+    """The model's answers to probe-answer prompts (the passage in each), as long and as batched as `answer` says:
+    greedy, or sampled as `sampling` says."""
+    sampled = {} if sampling is None else {"temperature": sampling.temperature, "top_p": sampling.top_p}
+    return generate(lm, prompts, max_new_tokens=answer.max_new_tokens, batch_size=answer.batch_size,
+                    stop_at_newline=answer.stop_at_newline, **sampled)  # fmt: skip
+
+
 def probe_answer_work(lm: LoadedModel, chunk: list[tuple[str, Passage, dict]], answer: AnswerConfig) -> list[str]:
     """Per (key, passage, written questions) of the chunk, the probes self-edit: each question the policy
     wrote, answered greedily by the model with the passage in its prompt."""
     asked = [(p, knowledge.probe_questions(edit["text"])) for _, p, edit in chunk]
     prompts = [knowledge.probe_answer_prompt(lm, p, q) for p, questions in asked for q in questions]
-    texts = generate(
-        lm,
-        prompts,
-        max_new_tokens=answer.max_new_tokens,
-        batch_size=answer.batch_size,
-        stop_at_newline=answer.stop_at_newline,
-    )
+    texts = answers_in_context(lm, prompts, answer)
     answers = regroup(texts, [len(questions) for _, questions in asked])
     return [knowledge.probes_self_edit(questions, a) for (_, questions), a in zip(asked, answers)]
 
@@ -337,15 +341,7 @@ def self_question_work(
     prompts = [
         knowledge.probe_answer_prompt(lm, p, q) for p, questions in chunk for q in questions for _ in range(samples)
     ]
-    texts = generate(
-        lm,
-        prompts,
-        max_new_tokens=answer.max_new_tokens,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        batch_size=answer.batch_size,
-        stop_at_newline=answer.stop_at_newline,
-    )
+    texts = answers_in_context(lm, prompts, answer, sampling)
     per_question = iter(regroup(texts, [samples] * sum(len(questions) for _, questions in chunk)))
     found = [references(p, [(q, next(per_question)) for q in questions], agree) for p, questions in chunk]
     closed = [knowledge.answer_prompt(lm, p, q) for (p, _), refs in zip(chunk, found) for q in refs]
